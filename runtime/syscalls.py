@@ -1,0 +1,242 @@
+"""Every raw system call hako makes, behind one interface.
+
+Keeping them here means rootfs, namespace and security logic can be unit-tested
+without root through a recording fake (tests/fakes.py), the way youki's
+``Syscall`` trait and ``TestHelperSyscall`` work. Failures raise ``OSError``
+with the errno *and* the call's arguments, so the one-line error the user sees
+says what was attempted, not only "Operation not permitted".
+
+Only ``ctypes`` and ``os`` are imported: this module sits on create's hot path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+# --- constants (linux/sched.h, linux/mount.h, linux/fs.h) -------------------
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_SYNCHRONOUS = 0x10
+MS_REMOUNT = 0x20
+MS_MANDLOCK = 0x40
+MS_DIRSYNC = 0x80
+MS_NOSYMFOLLOW = 0x100
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_SILENT = 0x8000
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+
+MNT_FORCE = 1
+MNT_DETACH = 2
+UMOUNT_NOFOLLOW = 8
+
+# openat2 resolve flags
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+# prctl options
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_SET_NAME = 15
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+_ARCH = platform.machine()
+# Numbers of the calls glibc has no wrapper for (or that old glibc lacks).
+_NR = {
+    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "openat2": 437,
+               "close_range": 436, "pidfd_open": 434, "pidfd_send_signal": 424,
+               "mount_setattr": 442, "ioprio_set": 251},
+    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "openat2": 437,
+                "close_range": 436, "pidfd_open": 434, "pidfd_send_signal": 424,
+                "mount_setattr": 442, "ioprio_set": 30},
+}.get(_ARCH, {})
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+def _b(s: str | bytes | None) -> bytes | None:
+    if s is None:
+        return None
+    return s if isinstance(s, bytes) else os.fsencode(s)
+
+
+def _fail(what: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"{what}: {os.strerror(err)}")
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class Syscalls:
+    """The real kernel. Tests substitute tests/fakes.FakeSyscalls."""
+
+    # -- namespaces --------------------------------------------------------
+    def unshare(self, flags: int) -> None:
+        if _libc.unshare(ctypes.c_int(flags)) != 0:
+            raise _fail(f"unshare({flags:#x})")
+
+    def setns(self, fd: int, nstype: int = 0, what: str = "") -> None:
+        if _libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
+            raise _fail(f"setns({what or fd})")
+
+    # -- mounts ------------------------------------------------------------
+    def mount(self, source: str | None, target: str, fstype: str | None,
+              flags: int = 0, data: str | None = None, *, label: str = "") -> None:
+        """``label`` is what the user knows the target as (for messages)."""
+        if _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags),
+                       _b(data)) != 0:
+            raise _fail(f"mount {source or fstype or 'none'} on "
+                        f"{label or target} (type {fstype or 'none'}, flags {flags:#x}"
+                        f"{', data ' + data if data else ''})")
+
+    def umount2(self, target: str, flags: int = 0) -> None:
+        if _libc.umount2(_b(target), ctypes.c_int(flags)) != 0:
+            raise _fail(f"umount {target}")
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        if _syscall(ctypes.c_long(_NR["pivot_root"]), _b(new_root), _b(put_old)) != 0:
+            raise _fail(f"pivot_root({new_root}, {put_old})")
+
+    def chroot(self, path: str) -> None:
+        os.chroot(path)
+
+    def openat2(self, dirfd: int, path: str, flags: int, mode: int = 0,
+                resolve: int = 0) -> int:
+        how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+        fd = _syscall(ctypes.c_long(_NR["openat2"]), ctypes.c_int(dirfd), _b(path),
+                      ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+        if fd < 0:
+            raise _fail(f"openat2({path})")
+        return fd
+
+    # -- identity ----------------------------------------------------------
+    def sethostname(self, name: str) -> None:
+        raw = _b(name)
+        if _libc.sethostname(raw, ctypes.c_size_t(len(raw))) != 0:
+            raise _fail(f"sethostname({name})")
+
+    def setdomainname(self, name: str) -> None:
+        raw = _b(name)
+        if _libc.setdomainname(raw, ctypes.c_size_t(len(raw))) != 0:
+            raise _fail(f"setdomainname({name})")
+
+    def setgroups(self, gids: list[int]) -> None:
+        os.setgroups(gids)
+
+    def setresgid(self, gid: int) -> None:
+        os.setresgid(gid, gid, gid)
+
+    def setresuid(self, uid: int) -> None:
+        os.setresuid(uid, uid, uid)
+
+    # -- devices and files -------------------------------------------------
+    def mknod(self, path: str, mode: int, device: int) -> None:
+        os.mknod(path, mode, device)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        os.chown(path, uid, gid, follow_symlinks=False)
+
+    # -- process -----------------------------------------------------------
+    def prctl(self, option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0,
+              arg5: int = 0) -> int:
+        r = _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+                        ctypes.c_ulong(arg4), ctypes.c_ulong(arg5))
+        if r < 0:
+            raise _fail(f"prctl({option}, {arg2})")
+        return r
+
+    def capget(self, pid: int = 0) -> tuple[int, int, int]:
+        """(effective, permitted, inheritable) as 64-bit masks."""
+        hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, pid)
+        data = (_CapData * 2)()
+        if _syscall(ctypes.c_long(_NR["capget"]), ctypes.byref(hdr), data) != 0:
+            raise _fail("capget")
+        return tuple(data[0].__getattribute__(f) | (data[1].__getattribute__(f) << 32)
+                     for f in ("effective", "permitted", "inheritable"))  # type: ignore[return-value]
+
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None:
+        hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+        data = (_CapData * 2)()
+        for i in (0, 1):
+            shift = 32 * i
+            data[i].effective = (effective >> shift) & 0xFFFFFFFF
+            data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+            data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+        if _syscall(ctypes.c_long(_NR["capset"]), ctypes.byref(hdr), data) != 0:
+            raise _fail("capset")
+
+    def close_range(self, first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
+        nr = _NR.get("close_range")
+        if nr is not None and _syscall(ctypes.c_long(nr), ctypes.c_uint(first),
+                                       ctypes.c_uint(last), ctypes.c_uint(flags)) == 0:
+            return
+        os.closerange(first, min(last, 65536))
+
+    def ioprio_set(self, which: int, who: int, ioprio: int) -> None:
+        if _syscall(ctypes.c_long(_NR["ioprio_set"]), ctypes.c_int(which),
+                    ctypes.c_int(who), ctypes.c_int(ioprio)) != 0:
+            raise _fail(f"ioprio_set({ioprio})")
+
+    def personality(self, persona: int) -> None:
+        if _libc.personality(ctypes.c_ulong(persona)) == -1:
+            raise _fail(f"personality({persona:#x})")
+
+    def pidfd_open(self, pid: int) -> int:
+        fd = _syscall(ctypes.c_long(_NR["pidfd_open"]), ctypes.c_int(pid), ctypes.c_uint(0))
+        if fd < 0:
+            raise _fail(f"pidfd_open({pid})")
+        return fd
+
+
+#: The process-wide instance; code takes a ``sc: Syscalls`` parameter
+#: defaulting to this so tests can pass a fake.
+SYS = Syscalls()

@@ -1,0 +1,98 @@
+"""A recording stand-in for runtime.syscalls.Syscalls.
+
+Privileged calls (mount, pivot_root, unshare, setns, mknod, chown, identity
+changes, capabilities) are recorded and not performed, so the logic that
+decides *which* calls to make can be tested without root. ``openat2`` is
+passed through to the real kernel because path resolution is exactly what the
+rootfs tests want to exercise on a real (unprivileged) directory tree.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.syscalls import Syscalls
+
+
+@dataclass
+class Call:
+    name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class FakeSyscalls(Syscalls):
+    def __init__(self, fail: dict[str, OSError] | None = None) -> None:
+        self.calls: list[Call] = []
+        #: name -> error to raise when that call is made
+        self.fail = dict(fail or {})
+
+    def _record(self, name: str, *args: Any, **kwargs: Any) -> None:
+        self.calls.append(Call(name, args, kwargs))
+        if name in self.fail:
+            raise self.fail[name]
+
+    def named(self, name: str) -> list[Call]:
+        return [c for c in self.calls if c.name == name]
+
+    @staticmethod
+    def fd_path(target: str) -> str:
+        """Where a /proc/self/fd/N mount target really points."""
+        if target.startswith("/proc/self/fd/"):
+            return os.readlink(target)
+        return target
+
+    def unshare(self, flags: int) -> None:
+        self._record("unshare", flags)
+
+    def setns(self, fd: int, nstype: int = 0, what: str = "") -> None:
+        self._record("setns", fd, nstype, what)
+
+    def mount(self, source, target, fstype, flags=0, data=None, *, label=""):
+        # resolve the fd target now: the fd is closed once the caller is done
+        self._record("mount", source, self.fd_path(target), fstype, flags, data, label=label)
+
+    def umount2(self, target, flags=0):
+        self._record("umount2", self.fd_path(target), flags)
+
+    def pivot_root(self, new_root, put_old):
+        self._record("pivot_root", new_root, put_old)
+
+    def chroot(self, path):
+        self._record("chroot", path)
+
+    def sethostname(self, name):
+        self._record("sethostname", name)
+
+    def setdomainname(self, name):
+        self._record("setdomainname", name)
+
+    def setgroups(self, gids):
+        self._record("setgroups", list(gids))
+
+    def setresgid(self, gid):
+        self._record("setresgid", gid)
+
+    def setresuid(self, uid):
+        self._record("setresuid", uid)
+
+    def mknod(self, path, mode, device):
+        self._record("mknod", self.fd_path(path), mode, device)
+
+    def chown(self, path, uid, gid):
+        self._record("chown", self.fd_path(path), uid, gid)
+
+    def prctl(self, option, arg2=0, arg3=0, arg4=0, arg5=0):
+        self._record("prctl", option, arg2, arg3, arg4, arg5)
+        return 0
+
+    def capset(self, effective, permitted, inheritable):
+        self._record("capset", effective, permitted, inheritable)
+
+    def ioprio_set(self, which, who, ioprio):
+        self._record("ioprio_set", which, who, ioprio)
+
+    def personality(self, persona):
+        self._record("personality", persona)
