@@ -1,0 +1,409 @@
+"""Container lifecycle: create, start, run, state, kill, delete, list.
+
+Each public function is one CLI verb's whole behaviour; the command modules
+only translate flags. Hot verbs (start/state/kill/delete/list) import the
+state store and nothing else; create and run also load the config through
+the stdlib validator in spec/.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from runtime import log
+from runtime.errors import ContainerNotExist, HakoError
+from runtime.state import FIFO, Container, proc_stat, state_root
+
+OCI_VERSION = "1.3.0"
+
+
+def _now_rfc3339() -> str:
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+
+
+def _owner(path: str) -> str:
+    import pwd
+    uid = os.stat(path).st_uid
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"#{uid}"
+
+
+# --------------------------------------------------------------------- create
+def _check_supported(spec: dict, launch, *, console_socket: str | None, detach: bool,
+                     rootless: bool) -> None:
+    """Refuse, before anything is made, what hako cannot honour."""
+    plan = launch.plan
+    linux = spec.get("linux") or {}
+    proc = spec.get("process") or {}
+    if not proc.get("args"):
+        raise HakoError("config.json: process.args: a container needs a process to run")
+    if rootless and os.geteuid() != 0 and not plan.has("user"):
+        raise HakoError("config.json: linux.namespaces: a rootless container needs a user "
+                        'namespace (add {"type": "user"}, or run `hako spec --rootless`)')
+    if not plan.has("mount"):
+        raise HakoError('config.json: linux.namespaces: hako needs a mount namespace '
+                        '(add {"type": "mount"})')
+    if (spec.get("hostname") or spec.get("domainname")) and not plan.has("uts"):
+        raise HakoError("config.json: hostname: setting a hostname needs a UTS namespace")
+    if "user" in plan.new and plan.join.get("user") is None and (
+            linux.get("uidMappings") is None) != (linux.get("gidMappings") is None):
+        raise HakoError("config.json: linux.uidMappings: give both uidMappings and gidMappings")
+    if proc.get("terminal") and not console_socket and detach:
+        raise HakoError("process.terminal is true: a detached container needs --console-socket "
+                        "to hand the terminal to")
+    if proc.get("terminal"):
+        raise HakoError("process.terminal: terminals are not supported yet; set "
+                        '"terminal": false')
+    if spec.get("hooks") and any(spec["hooks"].get(k) for k in spec["hooks"]):
+        raise HakoError("config.json: hooks: OCI hooks are not supported yet")
+    if linux.get("seccomp"):
+        raise HakoError("config.json: linux.seccomp: seccomp filters are not supported yet")
+    if proc.get("apparmorProfile"):
+        raise HakoError("config.json: process.apparmorProfile: AppArmor is not available on "
+                        "this host")
+    if proc.get("selinuxLabel") or linux.get("mountLabel"):
+        raise HakoError("config.json: process.selinuxLabel: SELinux is not available on this host")
+    res = linux.get("resources") or {}
+    if any(v for k, v in res.items() if k != "devices"):
+        log.warn("linux.resources: cgroup limits are not enforced yet by this version of hako")
+
+
+def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
+           console_socket: str | None = None, no_pivot: bool = False,
+           preserve_fds: int = 0, detach: bool = True, subreaper: bool = False,
+           verb: str = "create") -> tuple[Container, int]:
+    """Returns the locked container and the init's pid, once the init waits for start."""
+    from runtime import process
+    from runtime.channel import Channel
+    from runtime.state import check_id, is_rootless
+    from spec.config import ConfigError, load_config
+
+    check_id(cid)
+    bundle = os.path.abspath(bundle or ".")
+    try:
+        spec = load_config(bundle)
+    except ConfigError as e:
+        raise HakoError(f"config.json: {e}") from None
+    rootless = is_rootless(g.get("rootless"))
+    root = state_root(g)
+    launch = process.Launch(spec, bundle, os.path.join(root, cid), rootless=rootless,
+                            no_pivot=no_pivot, preserve_fds=preserve_fds,
+                            console_socket=console_socket)
+    _check_supported(spec, launch, console_socket=console_socket, detach=detach,
+                     rootless=rootless)
+    rootfs = spec["root"]["path"]
+    rootfs = rootfs if os.path.isabs(rootfs) else os.path.join(bundle, rootfs)
+    if not os.path.isdir(rootfs):
+        raise HakoError(f"config.json: root.path: {rootfs} is not a directory")
+
+    c = Container.new(root, cid)
+    init_pid = 0
+    stage1 = 0
+    parent = child = None
+    try:
+        os.mkfifo(FIFO, 0o622, dir_fd=c.dirfd)
+        os.chmod(FIFO, 0o622, dir_fd=c.dirfd)
+        if subreaper:
+            from runtime.syscalls import PR_SET_CHILD_SUBREAPER, SYS
+            SYS.prctl(PR_SET_CHILD_SUBREAPER, 1)
+        parent, child = Channel.pair()
+        stage1 = process.spawn(launch, parent, child, close_in_child=[c.dirfd])
+        child.close()
+        while True:
+            msg = parent.recv()
+            if msg is None:
+                code = process.wait_child(stage1) if stage1 else 0
+                stage1 = 0
+                raise HakoError(f"{verb}: the container's init exited before it was ready"
+                                f" (status {code})")
+            if "map" in msg:
+                try:
+                    process.map_ids(launch, msg["map"])
+                except BaseException:
+                    parent.send(error="mapping failed")
+                    raise
+                parent.send(mapped=True)
+            elif "pid" in msg:
+                init_pid = int(msg["pid"])
+                process.wait_child(stage1)
+                stage1 = 0
+            elif "error" in msg:
+                raise HakoError(f"{verb}: {msg['error']}")
+            elif msg.get("ready"):
+                break
+        st = proc_stat(init_pid)
+        c.state = {
+            "ociVersion": spec.get("ociVersion", OCI_VERSION),
+            "id": cid,
+            "pid": init_pid,
+            "bundle": bundle,
+            "rootfs": rootfs,
+            "created": _now_rfc3339(),
+            "owner": _owner(c.dir),
+            "annotations": spec.get("annotations") or {},
+            "hako": {
+                "init_start": st[1] if st else -1,
+                "rootless": rootless,
+                "pidns": "pid" in launch.plan.new,
+            },
+        }
+        c.save()
+        if pid_file:
+            _write_pid_file(pid_file, init_pid)
+        parent.send(go=True)
+        return c, init_pid
+    except BaseException:
+        if init_pid:
+            _kill_and_wait(init_pid)
+        if stage1:
+            try:
+                os.kill(stage1, 9)
+            except ProcessLookupError:
+                pass
+            process.wait_child(stage1)
+        c.remove()
+        raise
+    finally:
+        if parent is not None:
+            parent.close()
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.hako-tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(str(pid))
+        os.rename(tmp, path)
+    except OSError as e:
+        raise HakoError(f"--pid-file: cannot write {path}: {e.strerror}") from None
+
+
+def _kill_and_wait(pid: int, timeout: float = 10.0) -> None:
+    """SIGKILL and wait until the process is gone (or a zombie nobody reaps)."""
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            wpid, _ = os.waitpid(pid, os.WNOHANG)
+            if wpid == pid:
+                return
+        except ChildProcessError:
+            pass
+        st = proc_stat(pid)
+        if st is None or st[0] in ("Z", "X"):
+            return
+        time.sleep(0.002)
+
+
+# ---------------------------------------------------------------------- start
+def start(g: dict, cid: str) -> None:
+    with Container.open(state_root(g), cid) as c:
+        _start_locked(c)
+
+
+def _start_locked(c: Container) -> None:
+    status = c.status()
+    if status == "stopped":
+        raise HakoError("cannot start a container that has stopped")
+    if status != "created":
+        raise HakoError("cannot start an already running container")
+    import select
+    try:
+        fd = os.open(FIFO, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=c.dirfd)
+    except FileNotFoundError:
+        raise HakoError("cannot start an already running container") from None
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            if poller.poll(100):
+                data = os.read(fd, 1)
+                if data:
+                    break
+                raise HakoError("cannot start a container that has stopped")
+            if not c.init_alive():
+                raise HakoError("cannot start a container that has stopped")
+    finally:
+        os.close(fd)
+    os.unlink(FIFO, dir_fd=c.dirfd)
+
+
+# ---------------------------------------------------------------------- state
+def state(g: dict, cid: str) -> dict:
+    with Container.open(state_root(g), cid, shared=True) as c:
+        return c.oci_state()
+
+
+def list_states(g: dict) -> list[dict]:
+    from runtime.state import list_ids
+    root = state_root(g)
+    out = []
+    for cid in list_ids(root):
+        try:
+            with Container.open(root, cid, lock=False) as c:
+                out.append(c.oci_state())
+        except HakoError:
+            continue
+    return out
+
+
+# ----------------------------------------------------------------------- kill
+def kill(g: dict, cid: str, sig: int, all_procs: bool = False) -> None:
+    with Container.open(state_root(g), cid, shared=True) as c:
+        if c.status() == "stopped":
+            raise HakoError("container not running")
+        if all_procs:
+            _signal_all(c, sig)
+            return
+        try:
+            os.kill(c.pid, sig)
+        except ProcessLookupError:
+            raise HakoError("container not running") from None
+        except PermissionError:
+            raise HakoError(f"cannot signal container {cid}: permission denied") from None
+
+
+def container_pids(c: Container) -> list[int]:
+    """Every process of the container: its pid namespace when it has its own,
+    else the init's descendants (never the whole host namespace)."""
+    init = c.pid
+    pids = []
+    if c.state.get("hako", {}).get("pidns"):
+        try:
+            ns = os.readlink(f"/proc/{init}/ns/pid")
+        except OSError:
+            return []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    if os.readlink(f"/proc/{name}/ns/pid") == ns:
+                        pids.append(int(name))
+                except OSError:
+                    continue
+        return pids
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    data = f.read()
+                ppid = int(data[data.rindex(b")") + 2:].split()[1])
+                children.setdefault(ppid, []).append(int(name))
+            except (OSError, ValueError):
+                continue
+    todo = [init]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        todo.extend(children.get(p, []))
+    return pids
+
+
+def _signal_all(c: Container, sig: int) -> None:
+    for pid in container_pids(c):
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# --------------------------------------------------------------------- delete
+def delete(g: dict, cid: str, force: bool = False) -> None:
+    root = state_root(g)
+    try:
+        c = Container.open(root, cid)
+    except ContainerNotExist:
+        _remove_stale(root, cid)
+        if force:
+            return
+        raise
+    with c:
+        status = c.status()
+        if status in ("running", "paused") and not force:
+            raise HakoError(f"cannot delete container {cid} that is not stopped: {status}")
+        if status != "stopped":
+            _signal_all(c, 9)
+            _kill_and_wait(c.pid)
+        _destroy(c)
+
+
+def _remove_stale(root: str, cid: str) -> None:
+    """A directory without state.json is left by an interrupted create."""
+    from runtime.state import check_id
+    check_id(cid)
+    path = os.path.join(root, cid)
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "state.json")):
+        for name in os.listdir(path):
+            try:
+                os.unlink(os.path.join(path, name))
+            except OSError:
+                pass
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
+def _destroy(c: Container) -> None:
+    c.remove()
+
+
+# ------------------------------------------------------------------------ run
+def run(g: dict, cid: str, bundle: str, *, pid_file: str | None, console_socket: str | None,
+        detach: bool, no_pivot: bool, preserve_fds: int, subreaper: bool = True,
+        keep: bool = False) -> int:
+    c, pid = create(g, cid, bundle, pid_file=pid_file, console_socket=console_socket,
+                    no_pivot=no_pivot, preserve_fds=preserve_fds, detach=detach,
+                    subreaper=subreaper and not detach, verb="run")
+    with c:
+        try:
+            _start_locked(c)
+        except BaseException:
+            _kill_and_wait(pid)
+            c.remove()
+            raise
+        if detach:
+            return 0
+        code = _wait_forwarding(pid)
+        if not keep:
+            _destroy(c)
+        return code
+
+
+def _wait_forwarding(pid: int) -> int:
+    """Wait for the init, forwarding the signals hako gets to it."""
+    import signal
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in range(1, 32):
+        if sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
+            continue
+        try:
+            signal.signal(sig, forward)
+        except (OSError, ValueError):
+            pass
+    while True:
+        try:
+            wpid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            # not our child (no subreaper): poll until it is gone
+            while (st := proc_stat(pid)) is not None and st[0] not in ("Z", "X"):
+                time.sleep(0.01)
+            return 0
+        if wpid == pid:
+            if os.WIFSIGNALED(status):
+                return 128 + os.WTERMSIG(status)
+            return os.WEXITSTATUS(status)

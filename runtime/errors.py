@@ -1,0 +1,14 @@
+"""The one exception type the CLI turns into a one-line error and exit 1."""
+
+
+class HakoError(Exception):
+    """A failure the user can act on; str() is the whole message, one line."""
+
+    def __init__(self, msg: str, code: int = 1) -> None:
+        super().__init__(msg)
+        self.code = code
+
+
+class ContainerNotExist(HakoError):
+    def __init__(self, cid: str) -> None:
+        super().__init__(f"container does not exist: {cid}")

@@ -1,0 +1,168 @@
+"""The process model of ``create``: parent -> stage-1 -> init.
+
+    parent (hako create)
+      +-- fork -> stage-1: unshare(CLONE_NEWUSER) / setns(user)
+      |   <---- "map me" when the parent must write the id maps
+      |         setns(paths), unshare(other namespaces), time offsets
+      |         fork -> init (pid 1 of a new pid namespace)
+      |   <---- "pid N"; stage-1 exits
+      |                  init: rootfs, hostname, sysctl, user, caps ...
+      |   <----------------- "ready" (or "error")
+      |   -----------------> "go" once state.json is written
+      |                  init: blocks opening exec.fifo, then execve
+
+No thread is ever started (unshare(CLONE_NEWUSER) fails in a threaded
+process), every child leaves with os._exit, and every wait ends at EOF if
+the other side dies, so nothing can wait forever.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from runtime import syscalls as S
+from runtime import userns
+from runtime.capabilities import CapPlan
+from runtime.channel import Channel
+from runtime.errors import HakoError
+from runtime.namespaces import FLAGS, JOIN_ORDER, NamespacePlan
+
+
+class Launch:
+    """Everything the children need, decided in the parent before fork."""
+
+    def __init__(self, spec: dict, bundle: str, state_dir: str, *, rootless: bool,
+                 no_pivot: bool = False, preserve_fds: int = 0,
+                 console_socket: str | None = None) -> None:
+        self.spec = spec
+        self.bundle = bundle
+        self.state_dir = state_dir
+        self.rootless = rootless
+        self.no_pivot = no_pivot
+        self.preserve_fds = preserve_fds
+        self.console_socket = console_socket
+        self.plan = NamespacePlan(spec)
+        self.uids = userns.mappings(spec, "uidMappings")
+        self.gids = userns.mappings(spec, "gidMappings")
+        if "user" in self.plan.new and not self.uids:
+            self.uids, self.gids = userns.default_mappings()
+        self.self_map = "user" in self.plan.new and userns.is_self_mapping(self.uids, self.gids)
+        caps = (spec.get("process") or {}).get("capabilities")
+        self.caps = CapPlan(caps) if caps is not None else None  # validates names early
+
+
+def error_text(e: BaseException) -> str:
+    """One line for any exception raised during setup."""
+    if isinstance(e, OSError) and e.strerror:
+        if len(e.args) == 2 and e.filename is None:
+            return e.strerror  # our syscall layer: message already names the call
+        where = f": {e.filename}" if e.filename else ""
+        return f"{e.strerror}{where}"
+    return str(e) or type(e).__name__
+
+
+def spawn(launch: Launch, chan: Channel, child: Channel, close_in_child: list[int]) -> int:
+    """Fork stage-1; returns its pid. The parent keeps ``chan``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for fd in close_in_child:
+                os.close(fd)
+            chan.close()
+            _stage1(launch, child)
+            code = 0
+        except BaseException as e:  # noqa: BLE001 - a child must never return
+            try:
+                child.send(error=error_text(e))
+            except BaseException:
+                pass
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _stage1(launch: Launch, chan: Channel) -> None:
+    plan = launch.plan
+    sc = S.SYS
+    join_fds = plan.open_joins()
+    if "user" in join_fds:
+        sc.setns(join_fds.pop("user"), S.CLONE_NEWUSER, "user namespace " + plan.join["user"])
+        _become_root_in_userns()
+    elif "user" in plan.new:
+        sc.unshare(S.CLONE_NEWUSER)
+        if launch.self_map:
+            userns.write_self(launch.uids, launch.gids)
+        else:
+            chan.send(map=os.getpid())
+            reply = chan.recv()
+            if reply is None or "error" in reply:
+                os._exit(1)
+        _become_root_in_userns()
+    for t in JOIN_ORDER:
+        if t in join_fds:
+            sc.setns(join_fds.pop(t), FLAGS[t], f"{t} namespace {plan.join[t]}")
+    flags = plan.unshare_flags()
+    if flags:
+        sc.unshare(flags)
+    if "time" in plan.new:
+        _write_time_offsets(launch.spec)
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            from runtime.init import container_init
+            container_init(launch, chan)  # never returns on success (execve)
+        except BaseException as e:  # noqa: BLE001
+            try:
+                chan.send(error=error_text(e))
+            except BaseException:
+                pass
+        finally:
+            os._exit(code)
+    chan.send(pid=pid)
+
+
+def _become_root_in_userns() -> None:
+    """Take uid/gid 0 of the new namespace when it is mapped (as runc does)."""
+    try:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    except OSError:
+        pass  # 0 not mapped: stay who we are; the config's user is applied later
+
+
+def _write_time_offsets(spec: dict) -> None:
+    offsets = spec.get("linux", {}).get("timeOffsets") or {}
+    lines = []
+    for clock, name in (("monotonic", "monotonic"), ("boottime", "boottime")):
+        o = offsets.get(clock)
+        if o:
+            lines.append(f"{name} {o.get('secs', 0)} {o.get('nanosecs', 0)}\n")
+    if lines:
+        try:
+            with open("/proc/self/timens_offsets", "w") as f:
+                f.write("".join(lines))
+        except OSError as e:
+            raise HakoError(f"linux.timeOffsets: {e.strerror}") from None
+
+
+def map_ids(launch: Launch, pid: int) -> None:
+    """Parent side of "map me"."""
+    privileged = os.geteuid() == 0 and not launch.rootless
+    userns.write_for(pid, launch.uids, launch.gids, privileged)
+
+
+def wait_child(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            return 0
+        except InterruptedError:
+            continue
