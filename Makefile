@@ -1,0 +1,141 @@
+# hako: build, test and demo targets. Every target does its own setup and is
+# idempotent. Works as root on a fresh Debian 12 and, where possible, as an
+# ordinary user (host-deps then only reports what is missing).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+.DEFAULT_GOAL := help
+
+# Debian's interpreter, usable by every user (the pyenv shim on PATH is not).
+PYTHON    ?= /usr/bin/python3
+VENV      := .venv
+VPY       := $(VENV)/bin/python
+HAKO_BIN  := $(CURDIR)/$(VENV)/bin/hako
+# The runtime `make demo` runs (e.g. DEMO_RUNTIME=/usr/sbin/runc to compare).
+DEMO_RUNTIME ?= $(HAKO_BIN)
+TEST_USER ?= hakotest
+SUBID     := 200000:65536
+PYTEST_ARGS ?=
+
+HOST_PKGS := uidmap busybox-static runc crun fuse-overlayfs slirp4netns passt \
+	libseccomp2 iproute2 procps util-linux python3-venv python3-dev hyperfine
+
+.PHONY: help install host-deps test demo clean
+
+help:
+	@echo "make demo       build a busybox bundle and run it with hako (rootful + rootless as root)"
+	echo "make test       host deps + venv, then the whole test suite (pytest)"
+	echo "make install    .venv from $(PYTHON) with hako installed editable (+ test extras)"
+	echo "make host-deps  (root) Debian packages, test user $(TEST_USER), /dev/fuse + /dev/net/tun 0666"
+	echo "make clean      remove the venv and build/test byproducts"
+
+# ---------------------------------------------------------------------------- install
+# The stamp is rebuilt when pyproject.toml changes; `make install` always checks.
+$(VENV)/.installed: pyproject.toml
+	@if [ ! -x $(VPY) ]; then
+	  if ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then
+	    echo "install: $(PYTHON) cannot create venvs: install python3-venv (make host-deps as root)" >&2
+	    exit 1
+	  fi
+	  $(PYTHON) -m venv $(VENV)
+	fi
+	$(VPY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+	@if [ "$$(id -u)" = 0 ]; then
+	  # The unprivileged test user runs .venv/bin/hako from the source tree.
+	  chmod o+rx .
+	  find . -mindepth 1 -maxdepth 1 ! -name .git -exec chmod -R o+rX {} +
+	  d="$(CURDIR)"
+	  while [ "$$d" != / ]; do
+	    d=$$(dirname "$$d")
+	    if [ "$$(( 0$$(stat -c %a "$$d") & 1 ))" = 0 ]; then
+	      echo "warning: $$d is not searchable by others: user $(TEST_USER) cannot run $(HAKO_BIN);" \
+	           "rootless tests will fail (move the repo, or set HAKO)" >&2
+	    fi
+	  done
+	fi
+	echo "installed: $(HAKO_BIN)"
+
+# ------------------------------------------------------------------------- host deps
+host-deps:
+	@missing=""
+	for p in $(HOST_PKGS); do
+	  if [ "$$(dpkg-query -W -f='$${db:Status-Status}' "$$p" 2>/dev/null)" != installed ]; then
+	    missing="$$missing $$p"
+	  fi
+	done
+	if [ "$$(id -u)" != 0 ]; then
+	  [ -z "$$missing" ] || echo "host-deps: not root; missing packages:$$missing (continuing)" >&2
+	  id $(TEST_USER) >/dev/null 2>&1 || echo "host-deps: no user $(TEST_USER) (only needed when testing as root)" >&2
+	  exit 0
+	fi
+	if [ -n "$$missing" ]; then
+	  echo "host-deps: installing$$missing"
+	  export DEBIAN_FRONTEND=noninteractive
+	  apt-get update
+	  apt-get install -y --no-install-recommends $$missing
+	fi
+	if ! id $(TEST_USER) >/dev/null 2>&1; then
+	  useradd -m -s /bin/bash $(TEST_USER)
+	fi
+	for f in /etc/subuid /etc/subgid; do
+	  touch $$f
+	  grep -q '^$(TEST_USER):' $$f || echo '$(TEST_USER):$(SUBID)' >> $$f
+	done
+	# Distributions ship these 0666; these machines have 0600, which breaks
+	# rootless fuse-overlayfs, slirp4netns and pasta.
+	for d in /dev/fuse /dev/net/tun; do
+	  [ ! -e $$d ] || chmod 0666 $$d
+	done
+
+# ------------------------------------------------------------------------------ test
+test: host-deps install
+	@rc=0
+	$(VPY) -m pytest -q $(PYTEST_ARGS) tests || rc=$$?
+	if [ $$rc = 5 ]; then
+	  echo "make test: pytest collected no tests: failing" >&2
+	fi
+	exit $$rc
+
+# ------------------------------------------------------------------------------ demo
+DEMO_CMD := sh -c 'echo "id: $$(id)"; echo "hostname: $$(hostname)"; echo "uid_map:"; cat /proc/self/uid_map'
+
+demo:
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory host-deps; fi
+	$(MAKE) --no-print-directory install
+	tmp=$$(mktemp -d /tmp/hako-demo.XXXXXX)
+	chmod 0755 "$$tmp"
+	cleanup() {
+	  for r in "$$tmp"/state-*; do
+	    [ -d "$$r" ] || continue
+	    for id in $$(ls "$$r" 2>/dev/null); do $(DEMO_RUNTIME) --root "$$r" delete --force "$$id" >/dev/null 2>&1 || true; done
+	  done
+	  rm -rf "$$tmp"
+	}
+	trap cleanup EXIT
+	if [ "$$(id -u)" = 0 ]; then
+	  echo "== rootful: hako run as root"
+	  $(VPY) tests/busybox.py "$$tmp/root" --hostname hako-root -- $(DEMO_CMD) >/dev/null
+	  $(DEMO_RUNTIME) --root "$$tmp/state-root" run --bundle "$$tmp/root" demo-root-$$$$
+	  echo
+	  echo "== rootless: hako run as user $(TEST_USER)"
+	  mkdir -m 0700 "$$tmp/state-user" "$$tmp/xdg"
+	  chown $(TEST_USER): "$$tmp/state-user" "$$tmp/xdg"
+	  $(VPY) tests/busybox.py "$$tmp/user" --rootless --owner $(TEST_USER) --hostname hako-rootless -- $(DEMO_CMD) >/dev/null
+	  ( cd "$$tmp" && env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+	      HOME=$$(getent passwd $(TEST_USER) | cut -d: -f6) USER=$(TEST_USER) XDG_RUNTIME_DIR="$$tmp/xdg" \
+	      setpriv --reuid=$(TEST_USER) --regid=$(TEST_USER) --init-groups -- \
+	      $(DEMO_RUNTIME) --root "$$tmp/state-user" run --bundle "$$tmp/user" demo-user-$$$$ )
+	else
+	  echo "== rootless: hako run as $$(id -un)"
+	  $(VPY) tests/busybox.py "$$tmp/user" --rootless --hostname hako-rootless -- $(DEMO_CMD) >/dev/null
+	  $(DEMO_RUNTIME) --root "$$tmp/state-user" run --bundle "$$tmp/user" demo-user-$$$$
+	fi
+
+# ----------------------------------------------------------------------------- clean
+clean:
+	@rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis demo-bundle
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
