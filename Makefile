@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 HOST_PKGS := uidmap busybox-static runc crun fuse-overlayfs slirp4netns passt \
 	libseccomp2 iproute2 procps util-linux python3-venv python3-dev hyperfine
 
-.PHONY: help install host-deps test demo clean
+.PHONY: help install host-deps test demo clean bench
 
 help:
 	@echo "make demo       build a busybox bundle and run it with hako (rootful + rootless as root)"
@@ -139,3 +139,11 @@ demo:
 clean:
 	@rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis demo-bundle
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# ----------------------------------------------------------------------------- bench
+# hako (venv, and dist/hako when built) against runc and crun, root and rootless.
+BENCH_ROUNDS ?= 15
+bench: install
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory host-deps; fi
+	env -u PYTHONDONTWRITEBYTECODE $(VPY) tests/bench.py --rounds $(BENCH_ROUNDS) --json bench.json
+	echo "(machine-readable results: bench.json)"

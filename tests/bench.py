@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Side-by-side timings of hako, runc and crun (`make bench`).
+
+For every runtime, interleaved within each round so that machine noise hits
+all of them alike: ``run`` of /bin/true, then ``create``, ``start``,
+``state``, ``kill`` and ``delete`` of a sleeping container. Reports the
+median and the p10–p90 spread of each, the ratio to runc's median, the peak
+RSS of the runtime process (wait4's ru_maxrss) and the RSS of the waiting
+init. Also writes the numbers as JSON (``--json FILE``).
+
+As root it measures rootful containers and, when the test user exists,
+re-runs itself as that user for the rootless numbers. crun 1.8 refuses
+hybrid cgroup hosts, so (as root) the benchmark runs in a private mount
+namespace where /sys/fs/cgroup/unified/cgroup.controllers is empty, the
+workaround ../shared/ENGINES.md describes; hako and runc run there too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+
+import busybox  # noqa: E402
+from runtime.default_spec import default_spec  # noqa: E402
+
+VERBS = ["run", "create", "start", "state", "kill", "delete"]
+
+
+def spawn(argv: list[str], env: dict[str, str]) -> tuple[float, int, int]:
+    """(seconds, exit code, peak RSS in KiB) of one runtime call."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    t0 = time.perf_counter()
+    pid = os.posix_spawn(argv[0], argv, env, file_actions=[
+        (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
+        (os.POSIX_SPAWN_DUP2, devnull, 2)])
+    _, status, ru = os.wait4(pid, 0)
+    dt = time.perf_counter() - t0
+    os.close(devnull)
+    return dt, os.waitstatus_to_exitcode(status), ru.ru_maxrss
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Subject:
+    def __init__(self, name: str, exe: str, root: Path) -> None:
+        self.name = name
+        self.exe = exe
+        self.root = root
+        self.samples: dict[str, list[float]] = {v: [] for v in VERBS}
+        self.rss: dict[str, list[int]] = {v: [] for v in VERBS}
+        self.init_rss: list[int] = []
+        self.failures: list[str] = []
+
+    def call(self, verb: str, args: list[str], env: dict[str, str], record: bool = True) -> int:
+        dt, code, rss = spawn([self.exe, "--root", str(self.root), *args], env)
+        if record and code == 0:
+            self.samples[verb].append(dt)
+            self.rss[verb].append(rss)
+        if code != 0 and record:
+            self.failures.append(f"{verb} exit {code}")
+        return code
+
+
+def wait_stopped(s: Subject, cid: str, env: dict[str, str], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = subprocess.run([s.exe, "--root", str(s.root), "state", cid], env=env,
+                           capture_output=True, text=True, timeout=10)
+        if r.returncode != 0 or json.loads(r.stdout).get("status") == "stopped":
+            return
+        time.sleep(0.005)
+
+
+def round_for(s: Subject, bundles: dict[str, Path], n: int, env: dict[str, str]) -> None:
+    cid = f"bench-{os.getpid()}-{n}"
+    s.call("run", ["run", "--bundle", str(bundles["true"]), cid + "r"], env)
+    pidfile = s.root / f"{cid}.pid"
+    if s.call("create", ["create", "--bundle", str(bundles["sleep"]), "--pid-file",
+                         str(pidfile), cid], env) != 0:
+        s.call("delete", ["delete", "--force", cid], env, record=False)
+        return
+    try:
+        s.init_rss.append(rss_kib(int(pidfile.read_text())))
+    except (OSError, ValueError):
+        pass
+    s.call("start", ["start", cid], env)
+    s.call("state", ["state", cid], env)
+    s.call("kill", ["kill", cid, "KILL"], env)
+    wait_stopped(s, cid, env)
+    s.call("delete", ["delete", cid], env)
+    s.call("delete", ["delete", "--force", cid], env, record=False)
+
+
+def crun_workaround() -> None:
+    """Private mount namespace with an empty unified cgroup.controllers."""
+    if os.geteuid() != 0 or not os.path.exists("/sys/fs/cgroup/unified/cgroup.controllers"):
+        return
+    from runtime.syscalls import CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_REC, SYS
+    SYS.unshare(CLONE_NEWNS)
+    SYS.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    empty = tempfile.NamedTemporaryFile(prefix="hako-bench-empty-", delete=False)
+    empty.close()
+    SYS.mount(empty.name, "/sys/fs/cgroup/unified/cgroup.controllers", None, MS_BIND)
+    os.unlink(empty.name)
+
+
+def fmt_ms(v: float) -> str:
+    return f"{v * 1000:.1f}"
+
+
+def measure(mode: str, runtimes: list[tuple[str, str]], rounds: int) -> dict:
+    base = Path(tempfile.mkdtemp(prefix="hako-bench-"))
+    os.chmod(base, 0o755)
+    try:
+        rootfs = busybox.build_rootfs(base / "rootfs-cache")
+        bundles = {}
+        for name, args in (("true", ["/bin/true"]), ("sleep", ["sleep", "1000"])):
+            cfg = default_spec(rootless=(mode == "rootless"), args=args)
+            cfg["process"]["terminal"] = False
+            busybox.make_bundle(base / name, cfg, rootfs)
+            bundles[name] = base / name
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               "HOME": os.environ.get("HOME", "/"), "LANG": "C.UTF-8"}
+        if "XDG_RUNTIME_DIR" in os.environ:
+            env["XDG_RUNTIME_DIR"] = os.environ["XDG_RUNTIME_DIR"]
+        subjects = []
+        for name, exe in runtimes:
+            root = base / f"state-{name.replace(' ', '-')}"
+            root.mkdir()
+            subjects.append(Subject(name, exe, root))
+        for s in subjects:  # warm-up (page cache), not recorded
+            round_for(s, bundles, -1, env)
+            for v in VERBS:
+                s.samples[v].clear()
+                s.rss[v].clear()
+            s.init_rss.clear()
+            s.failures.clear()
+        for n in range(rounds):
+            for s in subjects:
+                round_for(s, bundles, n, env)
+        return {s.name: {
+            "exe": s.exe,
+            "verbs": {v: {"median_ms": statistics.median(s.samples[v]) * 1000 if s.samples[v] else None,
+                          "p10_ms": _q(s.samples[v], 0.1), "p90_ms": _q(s.samples[v], 0.9),
+                          "n": len(s.samples[v]),
+                          "peak_rss_kib": max(s.rss[v]) if s.rss[v] else None}
+                      for v in VERBS},
+            "init_rss_kib": statistics.median(s.init_rss) if s.init_rss else None,
+            "failures": sorted(set(s.failures)),
+        } for s in subjects}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _q(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
+
+
+def table(mode: str, res: dict) -> str:
+    names = list(res)
+    ref = res.get("runc")
+    out = [f"\n== {mode}: median ms (p10-p90) [ratio to runc], peak RSS MiB"]
+    head = f"{'verb':<8}" + "".join(f"{n:>34}" for n in names)
+    out.append(head)
+    for v in VERBS:
+        row = f"{v:<8}"
+        for n in names:
+            d = res[n]["verbs"][v]
+            if d["median_ms"] is None:
+                row += f"{'failed':>34}"
+                continue
+            ratio = ""
+            if ref and ref["verbs"][v]["median_ms"]:
+                ratio = f" [{d['median_ms'] / ref['verbs'][v]['median_ms']:.2f}x]"
+            rss = f" {d['peak_rss_kib'] / 1024:.1f}M" if d["peak_rss_kib"] else ""
+            cell = f"{d['median_ms']:.1f} ({d['p10_ms']:.1f}-{d['p90_ms']:.1f}){ratio}{rss}"
+            row += f"{cell:>34}"
+        out.append(row)
+    row = f"{'init RSS':<8}"
+    for n in names:
+        r = res[n]["init_rss_kib"]
+        row += f"{(f'{r / 1024:.1f} MiB' if r else 'n/a'):>34}"
+    out.append(row)
+    for n in names:
+        if res[n]["failures"]:
+            out.append(f"  {n}: failures: {', '.join(res[n]['failures'])}")
+    return "\n".join(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 15)))
+    ap.add_argument("--mode", choices=["auto", "root", "rootless"], default="auto")
+    ap.add_argument("--json", default=None, help="write results as JSON here")
+    ap.add_argument("--user", default=os.environ.get("HAKO_TEST_USER", "hakotest"))
+    a = ap.parse_args()
+    venv_hako = str(REPO / ".venv" / "bin" / "hako")
+    runtimes = [("runc", shutil.which("runc") or "/usr/sbin/runc"),
+                ("crun", shutil.which("crun") or "/usr/bin/crun"),
+                ("hako (venv)", venv_hako)]
+    frozen = REPO / "dist" / "hako"
+    if frozen.exists():
+        runtimes.append(("hako (frozen)", str(frozen)))
+    runtimes = [(n, e) for n, e in runtimes if os.path.exists(e)]
+    results: dict[str, dict] = {}
+    mode = a.mode if a.mode != "auto" else ("root" if os.geteuid() == 0 else "rootless")
+    if mode == "root":
+        crun_workaround()
+    results[mode] = measure(mode, runtimes, a.rounds)
+    print(table(mode, results[mode]))
+    if a.mode == "auto" and os.geteuid() == 0:
+        import pwd
+        try:
+            pw = pwd.getpwnam(a.user)
+        except KeyError:
+            print(f"\n(rootless skipped: no user {a.user}; `make host-deps` creates it)")
+        else:
+            with tempfile.NamedTemporaryFile(prefix="hako-bench-", suffix=".json") as tf:
+                os.chmod(tf.name, 0o666)
+                xdg = tempfile.mkdtemp(prefix="hako-bench-xdg-")
+                os.chown(xdg, pw.pw_uid, pw.pw_gid)
+                env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": pw.pw_dir,
+                       "XDG_RUNTIME_DIR": xdg, "LANG": "C.UTF-8"}
+                r = subprocess.run(["setpriv", f"--reuid={a.user}", f"--regid={a.user}",
+                                    "--init-groups", "--", sys.executable, __file__,
+                                    "--mode", "rootless", "--rounds", str(a.rounds),
+                                    "--json", tf.name], env=env, cwd="/", timeout=1800)
+                shutil.rmtree(xdg, ignore_errors=True)
+                if r.returncode == 0:
+                    results.update(json.load(open(tf.name)))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
