@@ -18,7 +18,7 @@ RTMIN, RTMAX = 34, 64
 
 def parse(raw: str) -> int:
     s = raw.strip()
-    if s.isdigit():
+    if s.isascii() and s.isdigit():
         n = int(s)
         if 1 <= n <= RTMAX:
             return n
@@ -33,7 +33,7 @@ def parse(raw: str) -> int:
             return val
         if name.startswith(base) and name[len(base):len(base) + 1] in "+-":
             off = name[len(base) + 1:]
-            if off.isdigit():
+            if off.isascii() and off.isdigit():
                 n = val + int(off) * (1 if name[len(base)] == "+" else -1)
                 if RTMIN <= n <= RTMAX:
                     return n

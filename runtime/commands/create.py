@@ -5,7 +5,7 @@ from runtime.errors import HakoError
 
 def preserve_fds(opts: dict) -> int:
     raw = opts.get("preserve-fds", "0")
-    if not str(raw).isdigit():
+    if not (str(raw).isascii() and str(raw).isdigit()):
         raise HakoError(f"--preserve-fds: {raw!r} is not a number")
     return int(raw)
 
