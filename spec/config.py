@@ -26,8 +26,7 @@ from spec.validate import first_error, format_path, load_schema
 CONFIG_SCHEMA = "config.schema.json"
 STATE_SCHEMA = "state.schema.json"
 #: Runtime-spec versions hako implements: any 1.x release up to 1.3 (patch level free).
-MAX_MINOR = 3
-SUPPORTED = "1.0.0 to 1.3.0"
+SUPPORTED = "1.x; written for 1.0.0 to 1.3.0"
 HOOK_STAGES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 
 
@@ -121,7 +120,8 @@ def _check_version(version: str) -> None:
     parsed = parse_semver(version)
     if parsed is None:
         raise ConfigError(f"{json.dumps(version)} is not a SemVer 2.0.0 version", "ociVersion")
-    if parsed[0] != 1 or parsed[1] > MAX_MINOR:
+    # any 1.x: a newer minor only adds properties, which are ignored as the spec demands
+    if parsed[0] != 1 or parsed < (1, 0, 0):
         raise ConfigError(
             f"unsupported version {json.dumps(version)} (hako supports {SUPPORTED})", "ociVersion"
         )
@@ -180,9 +180,8 @@ def _check_namespaces(namespaces: list) -> None:
 
 def _check_mounts(mounts: list, user_namespace: bool) -> None:
     for i, mount in enumerate(mounts):
-        # Deliberately stricter than runtime-spec v1.3.0, which lets Linux destinations be
-        # relative to "/" (deprecated), and than runc, which accepts them.
-        _absolute(mount["destination"], f"mounts[{i}].destination")
+        # runtime-spec v1.3.0 lets Linux destinations be relative to "/" (deprecated);
+        # the rootfs code resolves them that way, as runc does.
         has_uid, has_gid = "uidMappings" in mount, "gidMappings" in mount
         if has_uid != has_gid:  # config.md: "MUST be specified along with"
             missing, given = ("gidMappings", "uidMappings") if has_uid else ("uidMappings", "gidMappings")
