@@ -76,10 +76,19 @@ class CapPlan:
             sc.prctl(S.PR_CAP_AMBIENT, S.PR_CAP_AMBIENT_CLEAR_ALL)
         except OSError:
             pass
+        # The kernel only raises an ambient capability that is both permitted
+        # and inheritable. runc's own `spec` lists ambient caps without
+        # inheritable ones and runc skips them; so does hako (with a debug
+        # line), or every runc-made config would fail.
+        possible = m["permitted"] & m["inheritable"]
         for n in range(self.last + 1):
-            if m["ambient"] & (1 << n):
-                try:
-                    sc.prctl(S.PR_CAP_AMBIENT, S.PR_CAP_AMBIENT_RAISE, n)
-                except OSError as e:
-                    raise HakoError(f"raising ambient {NAMES[n]}: {e.strerror} (an ambient "
-                                    f"capability must be permitted and inheritable)") from None
+            if not m["ambient"] & (1 << n):
+                continue
+            if not possible & (1 << n):
+                from runtime import log
+                log.debug(f"ambient {NAMES[n]} skipped: not permitted and inheritable")
+                continue
+            try:
+                sc.prctl(S.PR_CAP_AMBIENT, S.PR_CAP_AMBIENT_RAISE, n)
+            except OSError as e:
+                raise HakoError(f"raising ambient {NAMES[n]}: {e.strerror}") from None

@@ -370,12 +370,17 @@ def run(g: dict, cid: str, bundle: str, *, pid_file: str | None, console_socket:
             _kill_and_wait(pid)
             c.remove()
             raise
-        if detach:
-            return 0
-        code = _wait_forwarding(pid)
-        if not keep:
-            _destroy(c)
-        return code
+    # the lock is released while we wait: state/kill/delete must work meanwhile
+    if detach:
+        return 0
+    code = _wait_forwarding(pid)
+    if not keep:
+        try:
+            with Container.open(c.root, cid) as again:
+                _destroy(again)
+        except HakoError:
+            pass  # somebody deleted it already
+    return code
 
 
 def _wait_forwarding(pid: int) -> int:

@@ -45,6 +45,12 @@ def container_init(launch: Launch, chan: Channel) -> None:
     setup_rootfs(spec, launch.bundle, rootless=launch.rootless,
                  new_userns="user" in plan.new, new_netns="network" in plan.new,
                  new_cgroupns="cgroup" in plan.new, no_pivot=launch.no_pivot, sc=sc)
+    # the cwd is made (as runc does) before root.readonly takes effect
+    cwd = proc.get("cwd") or "/"
+    try:
+        os.makedirs(cwd, mode=0o755, exist_ok=True)
+    except OSError as e:
+        raise HakoError(f"process.cwd: cannot create {cwd}: {e.strerror}") from None
     if spec.get("hostname"):
         sc.sethostname(spec["hostname"])
     if spec.get("domainname"):
@@ -59,11 +65,6 @@ def container_init(launch: Launch, chan: Channel) -> None:
     _rlimits(proc.get("rlimits") or [])
     if proc.get("oomScoreAdj") is not None:
         _write("/proc/self/oom_score_adj", str(proc["oomScoreAdj"]), "process.oomScoreAdj")
-    cwd = proc.get("cwd") or "/"
-    try:
-        os.makedirs(cwd, mode=0o755, exist_ok=True)
-    except OSError as e:
-        raise HakoError(f"process.cwd: cannot create {cwd}: {e.strerror}") from None
     if "HOME" not in env:
         env["HOME"] = _home_of(uid)
     exe = _lookup(args[0], env.get("PATH", DEFAULT_PATH)) if args else ""

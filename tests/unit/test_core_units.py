@@ -82,7 +82,7 @@ def test_cap_masks_and_unknown_names():
 
 
 def test_cap_plan_drops_the_rest_of_the_bounding_set():
-    plan = capabilities.CapPlan({"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"],
+    plan = capabilities.CapPlan({"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "inheritable": ["CAP_KILL"],
                                  "permitted": ["CAP_KILL"], "ambient": ["CAP_KILL"]})
     sc = FakeSyscalls()
     plan.drop_bounding(sc)
@@ -90,7 +90,8 @@ def test_cap_plan_drops_the_rest_of_the_bounding_set():
     assert 5 not in dropped and dropped == set(range(plan.last + 1)) - {5}
     sc = FakeSyscalls()
     plan.apply(sc)
-    assert sc.named("capset")[0].args == (1 << 5, 1 << 5, 0)
+    assert sc.named("capset")[0].args == (1 << 5, 1 << 5, 1 << 5)
+    assert any(c.args[:3] == (47, 2, 5) for c in sc.named("prctl"))
 
 
 # -- namespaces and user namespace mappings -------------------------------------
