@@ -58,8 +58,6 @@ def _check_supported(spec: dict, launch, *, console_socket: str | None, detach: 
     if proc.get("terminal"):
         raise HakoError("process.terminal: terminals are not supported yet; set "
                         '"terminal": false')
-    if spec.get("hooks") and any(spec["hooks"].get(k) for k in spec["hooks"]):
-        raise HakoError("config.json: hooks: OCI hooks are not supported yet")
     if linux.get("seccomp"):
         raise HakoError("config.json: linux.seccomp: seccomp filters are not supported yet")
     if proc.get("apparmorProfile"):
@@ -100,7 +98,10 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
     if not os.path.isdir(rootfs):
         raise HakoError(f"config.json: root.path: {rootfs} is not a directory")
 
+    launch.hook_state = {"ociVersion": spec.get("ociVersion", OCI_VERSION), "id": cid,
+                         "bundle": bundle, "annotations": spec.get("annotations") or {}}
     c = Container.new(root, cid)
+    hooks_ran = False
     init_pid = 0
     stage1 = 0
     parent = child = None
@@ -113,7 +114,10 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
         parent, child = Channel.pair()
         stage1 = process.spawn(launch, parent, child, close_in_child=[c.dirfd])
         child.close()
-        while True:
+        # stage-1 reports the init's pid and the init reports progress on the
+        # same pipe, in either order: act on "hooks"/"ready" once the pid is known
+        hooks_wanted = ready = False
+        while not (ready and init_pid):
             msg = parent.recv()
             if msg is None:
                 code = process.wait_child(stage1) if stage1 else 0
@@ -133,8 +137,18 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
                 stage1 = 0
             elif "error" in msg:
                 raise HakoError(f"{verb}: {msg['error']}")
+            elif msg.get("hooks"):
+                hooks_wanted = True
             elif msg.get("ready"):
-                break
+                ready = True
+            if hooks_wanted and init_pid:
+                from runtime import hooks
+                hooks_wanted = False
+                hooks_ran = True
+                st = hooks.state_for(launch.hook_state, "creating", init_pid)
+                hooks.run("prestart", launch.hooks, st)
+                hooks.run("createRuntime", launch.hooks, st)
+                parent.send(hooks_done=True, pid=init_pid)
         st = proc_stat(init_pid)
         c.state = {
             "ociVersion": spec.get("ociVersion", OCI_VERSION),
@@ -149,6 +163,7 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
                 "init_start": st[1] if st else -1,
                 "rootless": rootless,
                 "pidns": "pid" in launch.plan.new,
+                "hooks": launch.hooks,
             },
         }
         c.save()
@@ -165,6 +180,10 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
             except ProcessLookupError:
                 pass
             process.wait_child(stage1)
+        if hooks_ran:  # the spec continues the lifecycle at "delete": poststop runs
+            from runtime import hooks
+            hooks.run_warn("poststop", launch.hooks,
+                           hooks.state_for(launch.hook_state, "stopped"))
         c.remove()
         raise
     finally:
@@ -220,20 +239,30 @@ def _start_locked(c: Container) -> None:
         fd = os.open(FIFO, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=c.dirfd)
     except FileNotFoundError:
         raise HakoError("cannot start an already running container") from None
+    data = b""
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         while True:
             if poller.poll(100):
-                data = os.read(fd, 1)
-                if data:
+                chunk = os.read(fd, 4096)
+                if not chunk:
                     break
-                raise HakoError("cannot start a container that has stopped")
-            if not c.init_alive():
-                raise HakoError("cannot start a container that has stopped")
+                data += chunk
+                continue
+            if not data and not c.init_alive():
+                break
     finally:
         os.close(fd)
     os.unlink(FIFO, dir_fd=c.dirfd)
+    if data.startswith(b"E"):
+        raise HakoError(data[1:].decode(errors="replace"))
+    if data != b"0":
+        raise HakoError("cannot start a container that has stopped")
+    hooks_cfg = c.state.get("hako", {}).get("hooks")
+    if hooks_cfg and hooks_cfg.get("poststart"):
+        from runtime import hooks
+        hooks.run_warn("poststart", hooks_cfg, hooks.state_for(c.state, "running", c.pid))
 
 
 # ---------------------------------------------------------------------- state
@@ -353,6 +382,10 @@ def _remove_stale(root: str, cid: str) -> None:
 
 
 def _destroy(c: Container) -> None:
+    hooks_cfg = c.state.get("hako", {}).get("hooks")
+    if hooks_cfg and hooks_cfg.get("poststop"):
+        from runtime import hooks
+        hooks.run_warn("poststop", hooks_cfg, hooks.state_for(c.state, "stopped"))
     c.remove()
 
 

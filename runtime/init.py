@@ -42,9 +42,28 @@ def container_init(launch: Launch, chan: Channel) -> None:
 
     if "network" in plan.new:
         _loopback_up()
+    run_hooks = None
+    host_pid = 0
+    if launch.hook_sync:
+        from runtime import hooks as run_hooks  # now: nothing imports after pivot_root
+
+    def before_pivot() -> None:
+        """The parent runs prestart/createRuntime hooks now; then createContainer."""
+        nonlocal host_pid
+        if run_hooks is None:
+            return
+        chan.send(hooks=True)
+        msg = chan.recv()
+        if msg is None or "error" in msg:
+            os._exit(1)
+        host_pid = int(msg["pid"])
+        run_hooks.run("createContainer", launch.hooks,
+                      run_hooks.state_for(launch.hook_state, "creating", host_pid))
+
     setup_rootfs(spec, launch.bundle, rootless=launch.rootless,
                  new_userns="user" in plan.new, new_netns="network" in plan.new,
-                 new_cgroupns="cgroup" in plan.new, no_pivot=launch.no_pivot, sc=sc)
+                 new_cgroupns="cgroup" in plan.new, no_pivot=launch.no_pivot, sc=sc,
+                 before_pivot=before_pivot)
     # the cwd is made (as runc does) before root.readonly takes effect
     cwd = proc.get("cwd") or "/"
     try:
@@ -98,6 +117,14 @@ def container_init(launch: Launch, chan: Channel) -> None:
                 signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, lambda s, f: os._exit(128 + s))
     fifo = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_fd)
+    if run_hooks is not None and launch.hooks.get("startContainer"):
+        try:
+            run_hooks.run("startContainer", launch.hooks,
+                          run_hooks.state_for(launch.hook_state, "created", host_pid))
+        except HakoError as e:
+            # `start` reads this from the fifo and reports it
+            os.write(fifo, b"E" + str(e).encode()[:4000])
+            os._exit(1)
     os.write(fifo, b"0")
     os.close(fifo)
     os.close(state_fd)

@@ -48,6 +48,13 @@ class Launch:
         if "user" in self.plan.new and not self.uids:
             self.uids, self.gids = userns.default_mappings()
         self.self_map = "user" in self.plan.new and userns.is_self_mapping(self.uids, self.gids)
+        hooks = spec.get("hooks") or {}
+        self.hooks = hooks
+        #: the init stops before pivot_root so the parent can run runtime hooks
+        self.hook_sync = any(hooks.get(k) for k in (
+            "prestart", "createRuntime", "createContainer", "startContainer"))
+        #: set by the parent before fork: what hooks get as state
+        self.hook_state: dict = {}
         caps = (spec.get("process") or {}).get("capabilities")
         self.caps = CapPlan(caps) if caps is not None else None  # validates names early
 

@@ -1,0 +1,86 @@
+"""OCI lifecycle hooks: run each with the container state on stdin.
+
+Where each kind runs (runtime-spec config.md#posix-platform-hooks):
+  prestart, createRuntime   create, runtime namespace, after the namespaces and
+                            mounts exist, before pivot_root     (hako parent)
+  createContainer           create, container namespaces, before pivot_root
+                                                                  (the init)
+  startContainer            start, container namespaces, after pivot_root,
+                            right before the user process execs (the init)
+  poststart                 start, runtime namespace, after the process started
+  poststop                  delete, runtime namespace, after the container is gone
+
+A failing hook of the first four kinds aborts the operation; poststart and
+poststop failures are warnings, as the spec requires.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess  # only imported by code paths that have hooks to run
+
+from runtime.errors import HakoError
+
+KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+         "poststop")
+
+
+def has(hooks: dict | None, *kinds: str) -> bool:
+    return bool(hooks) and any(hooks.get(k) for k in kinds)
+
+
+def run(kind: str, hooks: dict | None, state: dict) -> None:
+    """Run every hook of ``kind`` in order; the first failure raises HakoError."""
+    for i, hook in enumerate((hooks or {}).get(kind) or []):
+        _run_one(f"hooks.{kind}[{i}]", hook, state)
+
+
+def run_warn(kind: str, hooks: dict | None, state: dict) -> None:
+    """Run every hook of ``kind``; failures are logged and the rest still run."""
+    from runtime import log
+    for i, hook in enumerate((hooks or {}).get(kind) or []):
+        try:
+            _run_one(f"hooks.{kind}[{i}]", hook, state)
+        except HakoError as e:
+            log.warn(str(e))
+
+
+def _run_one(where: str, hook: dict, state: dict) -> None:
+    path = hook["path"]
+    args = hook.get("args") or [path]
+    env = {}
+    for kv in hook.get("env") or []:
+        k, _, v = kv.partition("=")
+        env[k] = v
+    timeout = hook.get("timeout")
+    data = json.dumps(state).encode()
+    try:
+        proc = subprocess.Popen(args, executable=path, env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                close_fds=True, cwd="/")
+    except OSError as e:
+        raise HakoError(f"{where}: cannot run {path}: {e.strerror}") from None
+    try:
+        _, err = proc.communicate(data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise HakoError(f"{where}: {path} timed out after {timeout}s and was killed") from None
+    if proc.returncode != 0:
+        detail = err.decode(errors="replace").strip().splitlines()
+        why = f": {detail[-1]}" if detail else ""
+        if proc.returncode < 0:
+            raise HakoError(f"{where}: {path} was killed by signal {-proc.returncode}{why}")
+        raise HakoError(f"{where}: {path} exited with status {proc.returncode}{why}")
+
+
+def state_for(state: dict, status: str, pid: int | None = None) -> dict:
+    """The OCI state document a hook sees, with the status of its moment."""
+    out = {k: state[k] for k in ("ociVersion", "id", "bundle") if k in state}
+    out["status"] = status
+    if pid is not None:
+        out["pid"] = pid
+    if state.get("annotations"):
+        out["annotations"] = state["annotations"]
+    return out
+
