@@ -1,0 +1,177 @@
+"""Turning a process into the container's process: identity, limits, exec.
+
+Shared by the container's init and by ``exec``. Everything here runs after
+pivot_root (or setns into the container's mount namespace), so this module
+imports all it needs at the top and nothing lazily.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+
+from runtime import syscalls as S
+from runtime.capabilities import CapPlan
+from runtime.errors import HakoError
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+RLIMITS = {
+    "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3,
+    "RLIMIT_CORE": 4, "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7,
+    "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9, "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11,
+    "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13, "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
+}
+
+
+def become(proc: dict, caps: "CapPlan | None", sc: S.Syscalls = S.SYS) -> tuple[str, list[str], dict[str, str]]:
+    """Apply ``process`` (rlimits, oom score, user, capabilities, umask, cwd,
+    noNewPrivileges) to this process; returns (executable, argv, env) for
+    exec_process. Every check that can fail happens here, before "ready"."""
+    cwd = proc.get("cwd") or "/"
+    args = list(proc.get("args") or [])
+    env = environ(proc.get("env") or [])
+    user = proc.get("user") or {}
+    uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
+    rlimits(proc.get("rlimits") or [])
+    if proc.get("oomScoreAdj") is not None:
+        write_file("/proc/self/oom_score_adj", str(proc["oomScoreAdj"]), "process.oomScoreAdj")
+    if "HOME" not in env:
+        env["HOME"] = home_of(uid)
+    exe = lookup(args[0], env.get("PATH", DEFAULT_PATH)) if args else ""
+    if caps is not None:
+        caps.drop_bounding(sc)
+        sc.prctl(S.PR_SET_KEEPCAPS, 1)
+    switch_user(uid, gid, user.get("additionalGids") or [], sc)
+    if caps is not None:
+        sc.prctl(S.PR_SET_KEEPCAPS, 0)
+        caps.apply(sc)
+    if user.get("umask") is not None:
+        os.umask(int(user["umask"]))
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise HakoError(f"process.cwd: chdir to {cwd}: {e.strerror}") from None
+    if proc.get("noNewPrivileges"):
+        sc.prctl(S.PR_SET_NO_NEW_PRIVS, 1)
+
+    return exe, args, env
+
+
+def exec_process(exe: str, args: list[str], env: dict[str, str], preserve: int, sc: S.Syscalls) -> None:
+    for sig in range(1, signal.NSIG):
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for fd in range(3, 3 + preserve):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    sc.close_range(3 + preserve)
+    try:
+        os.execve(exe, args, env)
+    except OSError as e:
+        os.write(2, f"hako: exec {args[0]}: {e.strerror}\n".encode())
+        os._exit(127 if e.errno == 2 else 126)
+
+
+def environ(entries: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for i, kv in enumerate(entries):
+        k, eq, v = kv.partition("=")
+        if not eq or not k:
+            raise HakoError(f"process.env[{i}]: {kv!r} is not of the form KEY=value")
+        env[k] = v
+    return env
+
+
+def lookup(arg0: str, path: str) -> str:
+    """PATH lookup inside the container, with runc's wording for failures
+    (engines match on "executable file not found")."""
+    if "/" in arg0:
+        try:
+            st = os.stat(arg0)
+        except OSError as e:
+            raise HakoError(f'exec: "{arg0}": stat {arg0}: {e.strerror.lower()}') from None
+        if not (st.st_mode & 0o170000 == 0o100000 and os.access(arg0, os.X_OK)):
+            raise HakoError(f'exec: "{arg0}": permission denied')
+        return arg0
+    for d in path.split(":"):
+        cand = os.path.join(d or ".", arg0)
+        try:
+            st = os.stat(cand)
+        except OSError:
+            continue
+        if st.st_mode & 0o170000 == 0o100000 and os.access(cand, os.X_OK):
+            return cand
+    raise HakoError(f'exec: "{arg0}": executable file not found in $PATH')
+
+
+def home_of(uid: int) -> str:
+    try:
+        with open("/etc/passwd") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) >= 6 and parts[2] == str(uid):
+                    return parts[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def switch_user(uid: int, gid: int, extra: list[int], sc: S.Syscalls) -> None:
+    try:
+        with open("/proc/self/setgroups") as f:
+            groups_allowed = f.read().strip() == "allow"
+    except OSError:
+        groups_allowed = True
+    try:
+        if groups_allowed:
+            sc.setgroups([int(g) for g in extra])
+        elif extra:
+            raise HakoError("process.user.additionalGids: setgroups is denied in this user "
+                            "namespace (a single-id mapping); map a range with newgidmap "
+                            "or drop additionalGids")
+    except OSError as e:
+        raise HakoError(f"process.user.additionalGids: setgroups: {e.strerror}") from None
+    try:
+        sc.setresgid(gid)
+    except OSError as e:
+        raise HakoError(f"process.user.gid: cannot switch to gid {gid}: {e.strerror}"
+                        f"{' (not mapped in the user namespace)' if e.errno == 22 else ''}") from None
+    try:
+        sc.setresuid(uid)
+    except OSError as e:
+        raise HakoError(f"process.user.uid: cannot switch to uid {uid}: {e.strerror}"
+                        f"{' (not mapped in the user namespace)' if e.errno == 22 else ''}") from None
+    # after a uid change the kernel marks us non-dumpable; nothing here needs
+    # /proc/self of ourselves any more, and execve recomputes it anyway
+
+
+def rlimits(limits: list[dict]) -> None:
+    for i, rl in enumerate(limits):
+        num = RLIMITS.get(rl["type"])
+        if num is None:
+            raise HakoError(f"process.rlimits[{i}].type: unknown resource limit {rl['type']!r}")
+        soft, hard = int(rl["soft"]), int(rl["hard"])
+        conv = lambda v: resource.RLIM_INFINITY if v >= 2**63 - 1 or v < 0 else v  # noqa: E731
+        try:
+            resource.setrlimit(num, (conv(soft), conv(hard)))
+        except (OSError, ValueError) as e:
+            why = getattr(e, "strerror", None) or str(e)
+            raise HakoError(f"process.rlimits[{i}]: setting {rl['type']} to {soft}:{hard}: {why}"
+                            f" (raising a hard limit needs CAP_SYS_RESOURCE)") from None
+
+
+def write_file(path: str, data: str, what: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(data)
+    except OSError as e:
+        raise HakoError(f"{what}: writing {path}: {e.strerror}") from None
+
+
