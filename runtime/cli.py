@@ -33,10 +33,20 @@ COMMANDS: dict[str, tuple[list[str], str, str]] = {
              "send a signal (default SIGTERM) to the container's init process"),
     "delete": (["force|f", "help|h"], "<container-id>",
                "delete any resources held by the container"),
+    "exec": (["process|p=", "console-socket=", "pidfd-socket=", "cwd=", "env|e*", "tty|t",
+              "user|u=", "additional-gids|g*", "cap|c*", "no-new-privs", "detach|d",
+              "pid-file=", "preserve-fds=", "apparmor=", "process-label=", "ignore-paused",
+              "cgroup=", "help|h"],
+             "<container-id> <command> [command options]",
+             "execute new process inside the container"),
+    "ps": (["format|f=", "help|h"], "<container-id> [-- ps options]",
+           "display the processes running inside a container"),
     "list": (["format|f=", "quiet|q", "help|h"], "", "list containers started by hako with the given root"),
     "spec": (["bundle|b=", "rootless", "help|h"], "", "create a new specification file"),
 }
 ALIASES = {"ls": "list"}
+#: verbs whose arguments after the container id belong to another program
+STOP_AT_POSITIONAL = {"exec", "ps"}
 
 
 class UsageError(Exception):
@@ -150,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error(f"unknown command {rest[0]!r} (see hako --help)")
         return 2
     try:
-        opts, args = parse_flags(rest[1:], COMMANDS[verb][0], stop_at_positional=False)
+        opts, args = parse_flags(rest[1:], COMMANDS[verb][0],
+                                 stop_at_positional=verb in STOP_AT_POSITIONAL)
     except UsageError as e:
         log.error(f"{verb}: {e}")
         return 2

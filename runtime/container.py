@@ -8,6 +8,7 @@ the stdlib validator in spec/.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -55,9 +56,11 @@ def _check_supported(spec: dict, launch, *, console_socket: str | None, detach: 
     if proc.get("terminal") and not console_socket and detach:
         raise HakoError("process.terminal is true: a detached container needs --console-socket "
                         "to hand the terminal to")
-    if proc.get("terminal"):
-        raise HakoError("process.terminal: terminals are not supported yet; set "
-                        '"terminal": false')
+    if console_socket:
+        if not proc.get("terminal"):
+            raise HakoError("--console-socket given, but process.terminal is false")
+        from runtime.terminal import check_socket_path
+        check_socket_path(console_socket)
     if linux.get("seccomp"):
         raise HakoError("config.json: linux.seccomp: seccomp filters are not supported yet")
     if proc.get("apparmorProfile"):
@@ -73,8 +76,9 @@ def _check_supported(spec: dict, launch, *, console_socket: str | None, detach: 
 def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
            console_socket: str | None = None, no_pivot: bool = False,
            preserve_fds: int = 0, detach: bool = True, subreaper: bool = False,
-           verb: str = "create") -> tuple[Container, int]:
-    """Returns the locked container and the init's pid, once the init waits for start."""
+           verb: str = "create") -> tuple[Container, int, int]:
+    """Returns the locked container, the init's pid and (run in the foreground
+    with a terminal) the pty master, once the init waits for start."""
     from runtime import process
     from runtime.channel import Channel
     from runtime.state import check_id, is_rootless
@@ -105,7 +109,14 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
     init_pid = 0
     stage1 = 0
     parent = child = None
+    console_parent = None
+    master = -1
     try:
+        if (spec.get("process") or {}).get("terminal") and not console_socket:
+            import socket
+            console_parent, console_child = socket.socketpair(
+                socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            launch.console_fd = console_child.detach()
         os.mkfifo(FIFO, 0o622, dir_fd=c.dirfd)
         os.chmod(FIFO, 0o622, dir_fd=c.dirfd)
         if subreaper:
@@ -114,6 +125,8 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
         parent, child = Channel.pair()
         stage1 = process.spawn(launch, parent, child, close_in_child=[c.dirfd])
         child.close()
+        if launch.console_fd >= 0:
+            os.close(launch.console_fd)
         # stage-1 reports the init's pid and the init reports progress on the
         # same pipe, in either order: act on "hooks"/"ready" once the pid is known
         hooks_wanted = ready = False
@@ -167,10 +180,16 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
             },
         }
         c.save()
+        # exec starts from the container's own process settings
+        with open(os.path.join(c.dir, "config.json"), "w") as f:
+            json.dump(spec, f)
+        if console_parent is not None:
+            from runtime.terminal import receive_master
+            master = receive_master(console_parent, timeout=10)
         if pid_file:
             _write_pid_file(pid_file, init_pid)
         parent.send(go=True)
-        return c, init_pid
+        return c, init_pid, master
     except BaseException:
         if init_pid:
             _kill_and_wait(init_pid)
@@ -189,6 +208,8 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
     finally:
         if parent is not None:
             parent.close()
+        if console_parent is not None:
+            console_parent.close()
 
 
 def _write_pid_file(path: str, pid: int) -> None:
@@ -393,7 +414,7 @@ def _destroy(c: Container) -> None:
 def run(g: dict, cid: str, bundle: str, *, pid_file: str | None, console_socket: str | None,
         detach: bool, no_pivot: bool, preserve_fds: int, subreaper: bool = True,
         keep: bool = False) -> int:
-    c, pid = create(g, cid, bundle, pid_file=pid_file, console_socket=console_socket,
+    c, pid, master = create(g, cid, bundle, pid_file=pid_file, console_socket=console_socket,
                     no_pivot=no_pivot, preserve_fds=preserve_fds, detach=detach,
                     subreaper=subreaper and not detach, verb="run")
     with c:
@@ -406,7 +427,7 @@ def run(g: dict, cid: str, bundle: str, *, pid_file: str | None, console_socket:
     # the lock is released while we wait: state/kill/delete must work meanwhile
     if detach:
         return 0
-    code = _wait_forwarding(pid)
+    code = _wait_forwarding(pid, master)
     if not keep:
         try:
             with Container.open(c.root, cid) as again:
@@ -416,8 +437,9 @@ def run(g: dict, cid: str, bundle: str, *, pid_file: str | None, console_socket:
     return code
 
 
-def _wait_forwarding(pid: int) -> int:
-    """Wait for the init, forwarding the signals hako gets to it."""
+def _wait_forwarding(pid: int, master: int = -1) -> int:
+    """Wait for the init, forwarding the signals hako gets to it (and, with a
+    terminal, bridging it to ours)."""
     import signal
 
     def forward(signum: int, _frame: object) -> None:
@@ -433,15 +455,30 @@ def _wait_forwarding(pid: int) -> int:
             signal.signal(sig, forward)
         except (OSError, ValueError):
             pass
-    while True:
+    result: list[int] = []
+
+    def reap(block: bool) -> bool:
+        while not result:
+            try:
+                wpid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                # not our child (no subreaper): poll until it is gone
+                while (st := proc_stat(pid)) is not None and st[0] not in ("Z", "X"):
+                    time.sleep(0.01)
+                result.append(0)
+                break
+            if wpid == 0:
+                return False
+            if wpid == pid:
+                result.append(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status)
+                              else os.WEXITSTATUS(status))
+        return True
+
+    if master >= 0:
+        from runtime.terminal import bridge
         try:
-            wpid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            # not our child (no subreaper): poll until it is gone
-            while (st := proc_stat(pid)) is not None and st[0] not in ("Z", "X"):
-                time.sleep(0.01)
-            return 0
-        if wpid == pid:
-            if os.WIFSIGNALED(status):
-                return 128 + os.WTERMSIG(status)
-            return os.WEXITSTATUS(status)
+            bridge(master, lambda: reap(False))
+        finally:
+            os.close(master)
+    reap(True)
+    return result[0]

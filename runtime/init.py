@@ -32,6 +32,13 @@ def container_init(launch: Launch, chan: Channel) -> None:
 
     if "network" in plan.new:
         _loopback_up()
+    console = None
+    if proc.get("terminal"):
+        import socket
+
+        from runtime import terminal  # before pivot_root, like every import here
+        console = (socket.socket(fileno=launch.console_fd) if launch.console_fd >= 0
+                   else terminal.connect(launch.console_socket))
     run_hooks = None
     host_pid = 0
     if launch.hook_sync:
@@ -65,6 +72,10 @@ def container_init(launch: Launch, chan: Channel) -> None:
     if spec.get("domainname"):
         sc.setdomainname(spec["domainname"])
     _sysctl(spec.get("linux", {}).get("sysctl") or {})
+    if console is not None:
+        user = proc.get("user") or {}
+        terminal.setup_pty(console, proc.get("consoleSize"), int(user.get("uid", 0)),
+                           int(user.get("gid", 0)), mount_console=True)
     finalize_rootfs(spec, sc=sc)
 
     exe, args, env = become(proc, launch.caps, sc)

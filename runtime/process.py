@@ -42,6 +42,8 @@ class Launch:
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
         self.console_socket = console_socket
+        #: run in the foreground: the socketpair end the init sends the pty on
+        self.console_fd = -1
         self.plan = NamespacePlan(spec)
         self.uids = userns.mappings(spec, "uidMappings")
         self.gids = userns.mappings(spec, "gidMappings")

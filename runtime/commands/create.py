@@ -19,7 +19,7 @@ def one_id(args: list[str], verb: str, usage: str = "<container-id>") -> str:
 def run(g: dict, opts: dict, args: list[str]) -> int:
     from runtime.container import create
     cid = one_id(args, "create")
-    c, _ = create(g, cid, opts.get("bundle", "."), pid_file=opts.get("pid-file"),
+    c, _, _ = create(g, cid, opts.get("bundle", "."), pid_file=opts.get("pid-file"),
                   console_socket=opts.get("console-socket"), no_pivot=bool(opts.get("no-pivot")),
                   preserve_fds=preserve_fds(opts))
     c.close()

@@ -1,0 +1,239 @@
+"""``hako exec``: run another process inside a running container.
+
+    hako exec (stays in the caller's namespaces; waits, forwards signals)
+      setns(pid namespace of the init)   only changes where children go
+      +-- fork -> child, pid in the container's pid namespace
+                  setns(user) first, then ipc/uts/net/cgroup/time, mount last
+                  (after the mount namespace, "/" and cwd are the container's)
+                  pty, identity, capabilities, then execve
+      <---------- "ready" / "error" over a close-on-exec pipe
+
+Joining the pid namespace from the parent works rootless too: the owner of a
+user namespace holds every capability in it, which setns(CLONE_NEWPID) needs.
+One fork instead of runc's two keeps the process a direct child, so the exit
+status comes from waitpid without a subreaper.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from runtime import syscalls as S
+from runtime.channel import Channel
+from runtime.errors import HakoError
+from runtime.process import error_text
+from runtime.procsetup import become, exec_process
+from runtime.state import Container, state_root
+
+# Everything the forked child uses is imported above: after it joins the
+# container's mount namespace the host's sys.path no longer resolves.
+
+# /proc/<pid>/ns names, in join order after "user" (mount last: it changes
+# what every later path means)
+NS_FILES = [("ipc", "ipc"), ("uts", "uts"), ("network", "net"), ("cgroup", "cgroup"),
+            ("time", "time"), ("mount", "mnt")]
+
+
+def load_process_file(path: str) -> dict:
+    from spec.config import ConfigError, _check_process, parse_json
+    from spec.validate import first_error, load_schema
+    try:
+        with open(path, "rb") as f:
+            proc = parse_json(f.read())
+    except OSError as e:
+        raise HakoError(f"--process {path}: {e.strerror}") from None
+    except ConfigError as e:
+        raise HakoError(f"--process {path}: {e}") from None
+    defs = load_schema("config.schema.json")["$defs"]
+    err = first_error(proc, {"$ref": "#/$defs/Process", "$defs": defs})
+    if err:
+        where = f"process.{err[0]}" if err[0] else "process"
+        raise HakoError(f"--process {path}: {where}: {err[1]}")
+    try:
+        _check_process(proc)
+    except ConfigError as e:
+        raise HakoError(f"--process {path}: {e}") from None
+    return proc
+
+
+def process_from_flags(base: dict, opts: dict, args: list[str]) -> dict:
+    """runc's exec: the container's own process, overridden by the flags."""
+    proc = json.loads(json.dumps(base))  # deep copy
+    if not args:
+        raise HakoError("exec: a command is required (or --process FILE)", 2)
+    proc["args"] = args
+    proc["terminal"] = bool(opts.get("tty"))
+    proc.pop("consoleSize", None)
+    if opts.get("cwd"):
+        proc["cwd"] = opts["cwd"]
+    env = list(proc.get("env") or [])
+    for kv in opts.get("env", []):
+        if "=" not in kv:
+            raise HakoError(f"--env {kv!r}: expected KEY=value", 2)
+        key = kv.split("=", 1)[0]
+        env = [e for e in env if e.split("=", 1)[0] != key] + [kv]
+    proc["env"] = env
+    if opts.get("user"):
+        uid_s, _, gid_s = opts["user"].partition(":")
+        try:
+            user = {"uid": int(uid_s), "gid": int(gid_s) if gid_s else 0}
+        except ValueError:
+            raise HakoError(f"--user {opts['user']!r}: expected UID[:GID] as numbers", 2) from None
+        proc["user"] = user
+    if opts.get("additional-gids"):
+        try:
+            proc.setdefault("user", {})["additionalGids"] = [int(g) for g in opts["additional-gids"]]
+        except ValueError:
+            raise HakoError("--additional-gids: expected numbers", 2) from None
+    if opts.get("cap"):
+        caps = proc.setdefault("capabilities", {})
+        for c in opts["cap"]:
+            name = c.upper() if c.upper().startswith("CAP_") else "CAP_" + c.upper()
+            for s in ("bounding", "effective", "permitted"):
+                if name not in caps.setdefault(s, []):
+                    caps[s].append(name)
+    if opts.get("no-new-privs"):
+        proc["noNewPrivileges"] = True
+    if opts.get("apparmor"):
+        proc["apparmorProfile"] = opts["apparmor"]
+    if opts.get("process-label"):
+        proc["selinuxLabel"] = opts["process-label"]
+    return proc
+
+
+def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -> int:
+    root = state_root(g)
+    with Container.open(root, cid, shared=True) as c:
+        status = c.status()
+        if status == "stopped":
+            raise HakoError("cannot exec in a stopped container")
+        if status == "paused" and not opts.get("ignore-paused"):
+            raise HakoError("cannot exec in a paused container (use --ignore-paused)")
+        state = c.state
+        init_pid = c.pid
+        try:
+            with open(os.path.join(c.dir, "config.json"), "rb") as f:
+                spec = json.loads(f.read())
+        except OSError as e:
+            raise HakoError(f"container {cid}: its saved config is unreadable: {e.strerror}") from None
+    if proc is None:
+        proc = process_from_flags(spec.get("process") or {}, opts, args)
+    else:
+        if opts.get("tty"):
+            proc["terminal"] = True
+    detach = bool(opts.get("detach"))
+    console_socket = opts.get("console-socket")
+    if proc.get("apparmorProfile"):
+        raise HakoError("process.apparmorProfile: AppArmor is not available on this host")
+    if proc.get("selinuxLabel"):
+        raise HakoError("process.selinuxLabel: SELinux is not available on this host")
+    if proc.get("terminal") and detach and not console_socket:
+        raise HakoError("exec: --tty with --detach needs --console-socket")
+    if console_socket:
+        if not proc.get("terminal"):
+            raise HakoError("--console-socket given, but the process has no terminal (--tty)")
+        from runtime.terminal import check_socket_path
+        check_socket_path(console_socket)
+    from runtime.capabilities import CapPlan
+    caps = CapPlan(proc["capabilities"]) if proc.get("capabilities") is not None else None
+    preserve = int(opts.get("preserve-fds") or 0)
+
+    # open every namespace of the init now, before anything changes
+    own_userns = any(n.get("type") == "user" for n in
+                     (spec.get("linux") or {}).get("namespaces") or [])
+    ns_fds: list[tuple[str, int, int]] = []  # (name, fd, flag)
+    from runtime.namespaces import FLAGS
+    try:
+        wanted = ([("user", "user")] if own_userns else []) + NS_FILES + [("pid", "pid")]
+        for t, name in wanted:
+            path = f"/proc/{init_pid}/ns/{name}"
+            try:
+                if os.stat(path).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                    continue  # shared with us: nothing to join
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # kernel without this namespace type
+            except OSError as e:
+                raise HakoError(f"exec: cannot open {path}: {e.strerror}") from None
+            ns_fds.append((t, fd, FLAGS[t]))
+        pid_fd = next((fd for t, fd, _ in ns_fds if t == "pid"), None)
+        if pid_fd is not None:
+            S.SYS.setns(pid_fd, S.CLONE_NEWPID, "pid namespace of the container")
+        console_parent = None
+        console_sock = None
+        if proc.get("terminal"):
+            import socket
+            from runtime import terminal  # noqa: F401  (imported before fork on purpose)
+            if console_socket:
+                console_sock = terminal.connect(console_socket)
+            else:
+                console_parent, console_sock = socket.socketpair(
+                    socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        parent, child = Channel.pair()
+        import sys
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                parent.close()
+                if console_parent is not None:
+                    console_parent.close()
+                _child(proc, caps, [(t, fd, fl) for t, fd, fl in ns_fds if t != "pid"],
+                       console_sock, preserve, child)
+            except BaseException as e:  # noqa: BLE001
+                try:
+                    child.send(error=error_text(e))
+                except BaseException:
+                    pass
+            finally:
+                os._exit(code)
+    finally:
+        for _, fd, _ in ns_fds:
+            os.close(fd)
+    child.close()
+    if console_sock is not None:
+        console_sock.close()
+    msg = parent.recv()
+    parent.close()
+    if msg is None or "error" in msg:
+        _, status = os.waitpid(pid, 0)
+        raise HakoError(f"exec failed: {msg['error'] if msg else 'the process died'}")
+    master = -1
+    if console_parent is not None:
+        from runtime.terminal import receive_master
+        master = receive_master(console_parent, timeout=10)
+        console_parent.close()
+    if opts.get("pid-file"):
+        from runtime.container import _write_pid_file
+        _write_pid_file(opts["pid-file"], pid)
+    if detach:
+        return 0
+    from runtime.container import _wait_forwarding
+    return _wait_forwarding(pid, master)
+
+
+def _child(proc: dict, caps, ns_fds: list[tuple[str, int, int]], console, preserve: int,
+           chan: Channel) -> None:
+    sc = S.SYS
+    for t, fd, flag in ns_fds:
+        sc.setns(fd, flag, f"{t} namespace of the container")
+        if t == "user":
+            try:
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
+            except OSError:
+                pass
+    if console is not None:
+        from runtime import terminal
+        os.setsid()
+        user = proc.get("user") or {}
+        terminal.setup_pty(console, proc.get("consoleSize"), int(user.get("uid", 0)),
+                           int(user.get("gid", 0)), mount_console=False)
+    exe, args, env = become(proc, caps, sc)
+    chan.send(ready=True)
+    chan.close()
+    exec_process(exe, args, env, preserve, sc)
+
