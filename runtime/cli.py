@@ -177,6 +177,18 @@ def main(argv: list[str] | None = None) -> int:
         return e.code
     except KeyboardInterrupt:
         return 130
+    except OSError as e:
+        # every failure should have been turned into a HakoError with context;
+        # still print one line rather than a traceback
+        from runtime.process import error_text
+        log.error(f"{verb}: {error_text(e)}")
+        return 1
+    except Exception as e:  # noqa: BLE001
+        if log.is_debug():
+            import traceback
+            traceback.print_exc()
+        log.error(f"{verb}: internal error: {type(e).__name__}: {e}")
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,17 +1,17 @@
 """``hako exec``: run another process inside a running container.
 
     hako exec (stays in the caller's namespaces; waits, forwards signals)
-      setns(pid namespace of the init)   only changes where children go
-      +-- fork -> child, pid in the container's pid namespace
-                  setns(user) first, then ipc/uts/net/cgroup/time, mount last
-                  (after the mount namespace, "/" and cwd are the container's)
-                  pty, identity, capabilities, then execve
-      <---------- "ready" / "error" over a close-on-exec pipe
+      +-- fork -> joiner: setns(user) first (it grants the rights the others
+      |           need), then pid, ipc/uts/net/cgroup/time, and mount last
+      |           (after it "/" and cwd are the container's)
+      |           +-- fork -> the process, in the container's pid namespace:
+      |                       pty, identity, capabilities, then execve
+      <---------- "pid N" (joiner exits), then "ready" / "error"
 
-Joining the pid namespace from the parent works rootless too: the owner of a
-user namespace holds every capability in it, which setns(CLONE_NEWPID) needs.
-One fork instead of runc's two keeps the process a direct child, so the exit
-status comes from waitpid without a subreaper.
+setns(CLONE_NEWPID) needs CAP_SYS_ADMIN in the caller's own user namespace
+too, so a rootless hako cannot do it from the parent: the joiner enters the
+user namespace first. In the foreground hako is a subreaper, so the
+process is reparented to it when the joiner exits and waitpid gives its status.
 """
 
 from __future__ import annotations
@@ -157,9 +157,6 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
             except OSError as e:
                 raise HakoError(f"exec: cannot open {path}: {e.strerror}") from None
             ns_fds.append((t, fd, FLAGS[t]))
-        pid_fd = next((fd for t, fd, _ in ns_fds if t == "pid"), None)
-        if pid_fd is not None:
-            S.SYS.setns(pid_fd, S.CLONE_NEWPID, "pid namespace of the container")
         console_parent = None
         console_sock = None
         if proc.get("terminal"):
@@ -170,19 +167,21 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
             else:
                 console_parent, console_sock = socket.socketpair(
                     socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        if not detach:
+            S.SYS.prctl(S.PR_SET_CHILD_SUBREAPER, 1)  # the process comes back to us
         parent, child = Channel.pair()
         import sys
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
+        joiner = os.fork()
+        if joiner == 0:
             code = 1
             try:
                 parent.close()
                 if console_parent is not None:
                     console_parent.close()
-                _child(proc, caps, [(t, fd, fl) for t, fd, fl in ns_fds if t != "pid"],
-                       console_sock, preserve, child)
+                _join_and_fork(proc, caps, ns_fds, console_sock, preserve, child)
+                code = 0
             except BaseException as e:  # noqa: BLE001
                 try:
                     child.send(error=error_text(e))
@@ -196,10 +195,24 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
     child.close()
     if console_sock is not None:
         console_sock.close()
-    msg = parent.recv()
+    pid = 0
+    while True:
+        msg = parent.recv()
+        if msg is not None and "pid" in msg:
+            pid = int(msg["pid"])
+            os.waitpid(joiner, 0)
+            joiner = 0
+            continue
+        break
     parent.close()
+    if joiner:
+        os.waitpid(joiner, 0)
     if msg is None or "error" in msg:
-        _, status = os.waitpid(pid, 0)
+        if pid:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
         raise HakoError(f"exec failed: {msg['error'] if msg else 'the process died'}")
     master = -1
     if console_parent is not None:
@@ -215,17 +228,42 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
     return _wait_forwarding(pid, master)
 
 
-def _child(proc: dict, caps, ns_fds: list[tuple[str, int, int]], console, preserve: int,
-           chan: Channel) -> None:
+def _join_and_fork(proc: dict, caps, ns_fds: list[tuple[str, int, int]], console,
+                   preserve: int, chan: Channel) -> None:
+    """In the first child: join (user first, so that the others are allowed),
+    then fork the process itself, which lands in the container's pid namespace."""
     sc = S.SYS
     for t, fd, flag in ns_fds:
-        sc.setns(fd, flag, f"{t} namespace of the container")
         if t == "user":
+            sc.setns(fd, flag, "user namespace of the container")
             try:
                 os.setresgid(0, 0, 0)
                 os.setresuid(0, 0, 0)
             except OSError:
                 pass
+    for t, fd, flag in ns_fds:
+        if t == "pid":
+            sc.setns(fd, flag, "pid namespace of the container")
+    for t, fd, flag in ns_fds:
+        if t not in ("user", "pid"):
+            sc.setns(fd, flag, f"{t} namespace of the container")
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            _become_and_exec(proc, caps, console, preserve, chan)
+        except BaseException as e:  # noqa: BLE001
+            try:
+                chan.send(error=error_text(e))
+            except BaseException:
+                pass
+        finally:
+            os._exit(code)
+    chan.send(pid=pid)
+
+
+def _become_and_exec(proc: dict, caps, console, preserve: int, chan: Channel) -> None:
+    sc = S.SYS
     if console is not None:
         from runtime import terminal
         os.setsid()
@@ -236,4 +274,3 @@ def _child(proc: dict, caps, ns_fds: list[tuple[str, int, int]], console, preser
     chan.send(ready=True)
     chan.close()
     exec_process(exe, args, env, preserve, sc)
-
