@@ -6,9 +6,6 @@ state store and nothing else; create and run also load the config through
 the stdlib validator in spec/.
 """
 
-from __future__ import annotations
-
-import json
 import os
 import time
 
@@ -181,8 +178,9 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
         }
         c.save()
         # exec starts from the container's own process settings
+        from runtime import fastjson
         with open(os.path.join(c.dir, "config.json"), "w") as f:
-            json.dump(spec, f)
+            f.write(fastjson.dumps(spec))
         if console_parent is not None:
             from runtime.terminal import receive_master
             master = receive_master(console_parent, timeout=10)

@@ -6,8 +6,6 @@ stderr. Errors always go to stderr too, so an engine that only captures
 stderr (conmon) still shows the message.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 import time

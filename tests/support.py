@@ -219,21 +219,12 @@ def _exec_problem(ident: Identity, exe: Path) -> str | None:
         return (f"test user {ident.name} cannot execute HAKO={exe}{hint}: put the repo where "
                 f"every user can reach it (chmod o+rx on its parents, `make install`) "
                 f"or point HAKO at an executable it can run")
-    try:
-        with open(exe, "rb") as f:
-            first = f.readline(256)
-    except OSError:
-        return None
-    if first.startswith(b"#!"):
-        interp = first[2:].decode(errors="replace").split()
-        if interp and "python" in os.path.basename(interp[0]):
-            r = subprocess.run(ident.prefix() + [interp[0], "-c", "import runtime"], env=env,
-                               cwd="/", capture_output=True, text=True, timeout=DEFAULT_TIMEOUT)
-            if r.returncode != 0:
-                last = (r.stderr.strip().splitlines() or ["?"])[-1]
-                return (f"test user {ident.name} cannot run HAKO={exe}: its interpreter "
-                        f"{interp[0]} fails to import runtime ({last}); make the repo and "
-                        f".venv readable by others (`make install` as root does)")
+    r = subprocess.run(ident.prefix() + [str(exe), "--version"], env=env, cwd="/",
+                       capture_output=True, text=True, timeout=DEFAULT_TIMEOUT)
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["?"])[-1]
+        return (f"test user {ident.name} cannot run HAKO={exe} ({last}); make the repo and "
+                f".venv readable by others (`make install` as root does)")
     return None
 
 

@@ -1,6 +1,6 @@
 """hako delete: release everything a container holds."""
 
-from runtime.commands.create import one_id
+from runtime.commands import one_id
 
 
 def run(g: dict, opts: dict, args: list[str]) -> int:

@@ -4,7 +4,7 @@ from runtime.errors import HakoError
 
 
 def run(g: dict, opts: dict, args: list[str]) -> int:
-    from runtime.commands.create import preserve_fds
+    from runtime.commands import preserve_fds
     from runtime.execute import exec_in, load_process_file
     if not args:
         raise HakoError("exec: expected <container-id> [command...]", 2)

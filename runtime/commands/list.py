@@ -1,6 +1,6 @@
 """hako list: the containers under the state root, as runc prints them."""
 
-import json
+from runtime import fastjson
 import sys
 
 from runtime.errors import HakoError
@@ -15,7 +15,7 @@ def run(g: dict, opts: dict, args: list[str]) -> int:
     if opts.get("quiet"):
         sys.stdout.write("".join(s["id"] + "\n" for s in states))
     elif fmt == "json":
-        sys.stdout.write(json.dumps(states) + "\n")
+        sys.stdout.write(fastjson.dumps(states) + "\n")
     else:
         rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
         rows += [[s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"]]

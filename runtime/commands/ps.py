@@ -1,6 +1,6 @@
 """hako ps: the processes of a container (host pids), as runc prints them."""
 
-import json
+from runtime import fastjson
 import sys
 
 from runtime.errors import HakoError
@@ -20,7 +20,7 @@ def run(g: dict, opts: dict, args: list[str]) -> int:
         else:
             pids = sorted(container_pids(c))
     if fmt == "json":
-        sys.stdout.write(json.dumps(pids) + "\n")
+        sys.stdout.write(fastjson.dumps(pids) + "\n")
         return 0
     import subprocess
     ps_args = args[1:] or ["-ef"]

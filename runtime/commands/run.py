@@ -1,6 +1,6 @@
 """hako run: create + start, then wait and delete (unless --detach)."""
 
-from runtime.commands.create import one_id, preserve_fds
+from runtime.commands import one_id, preserve_fds
 
 
 def run(g: dict, opts: dict, args: list[str]) -> int:
