@@ -68,6 +68,7 @@ PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -77,10 +78,12 @@ _ARCH = platform.machine()
 _NR = {
     "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "openat2": 437,
                "close_range": 436, "pidfd_open": 434, "pidfd_send_signal": 424,
-               "mount_setattr": 442, "ioprio_set": 251},
+               "mount_setattr": 442, "ioprio_set": 251, "seccomp": 317,
+               "sched_setattr": 314},
     "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "openat2": 437,
                 "close_range": 436, "pidfd_open": 434, "pidfd_send_signal": 424,
-                "mount_setattr": 442, "ioprio_set": 30},
+                "mount_setattr": 442, "ioprio_set": 30, "seccomp": 277,
+                "sched_setattr": 274},
 }.get(_ARCH, {})
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -114,6 +117,18 @@ class _CapData(ctypes.Structure):
 
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _SchedAttr(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_uint32), ("sched_policy", ctypes.c_uint32),
+                ("sched_flags", ctypes.c_uint64), ("sched_nice", ctypes.c_int32),
+                ("sched_priority", ctypes.c_uint32), ("sched_runtime", ctypes.c_uint64),
+                ("sched_deadline", ctypes.c_uint64), ("sched_period", ctypes.c_uint64),
+                ("sched_util_min", ctypes.c_uint32), ("sched_util_max", ctypes.c_uint32)]
 
 
 class Syscalls:
@@ -229,6 +244,34 @@ class Syscalls:
     def personality(self, persona: int) -> None:
         if _libc.personality(ctypes.c_ulong(persona)) == -1:
             raise _fail(f"personality({persona:#x})")
+
+    def sched_setattr(self, policy: int, flags: int = 0, nice: int = 0, priority: int = 0,
+                      runtime: int = 0, deadline: int = 0, period: int = 0) -> None:
+        """sched_setattr(2) on the calling thread (glibc has no wrapper)."""
+        attr = _SchedAttr(ctypes.sizeof(_SchedAttr), policy, flags, nice, priority,
+                          runtime, deadline, period, 0, 0)
+        if _syscall(ctypes.c_long(_NR["sched_setattr"]), ctypes.c_int(0), ctypes.byref(attr),
+                    ctypes.c_uint(0)) != 0:
+            raise _fail(f"sched_setattr(policy {policy}, priority {priority}, nice {nice})")
+
+    def sched_setaffinity(self, pid: int, cpus: set[int]) -> None:
+        os.sched_setaffinity(pid, cpus)
+
+    def seccomp_filter(self, program: bytes, flags: int = 0) -> int:
+        """Load a raw cBPF seccomp program (struct sock_filter[]); returns the
+        notify fd when ``flags`` has SECCOMP_FILTER_FLAG_NEW_LISTENER, else 0.
+        prctl when no flag is asked for (works on every seccomp kernel)."""
+        buf = ctypes.create_string_buffer(program, len(program))
+        prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+        if flags == 0:
+            r = _libc.prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(2),  # MODE_FILTER
+                            ctypes.byref(prog), ctypes.c_ulong(0), ctypes.c_ulong(0))
+        else:
+            r = _syscall(ctypes.c_long(_NR["seccomp"]), ctypes.c_uint(1),  # SET_MODE_FILTER
+                         ctypes.c_uint(flags), ctypes.byref(prog))
+        if r < 0:
+            raise _fail(f"seccomp(SET_MODE_FILTER, flags {flags:#x})")
+        return r
 
     def pidfd_open(self, pid: int) -> int:
         fd = _syscall(ctypes.c_long(_NR["pidfd_open"]), ctypes.c_int(pid), ctypes.c_uint(0))

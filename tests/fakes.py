@@ -96,3 +96,19 @@ class FakeSyscalls(Syscalls):
 
     def personality(self, persona):
         self._record("personality", persona)
+
+    def sched_setattr(self, policy, flags=0, nice=0, priority=0, runtime=0, deadline=0,
+                      period=0):
+        self._record("sched_setattr", policy, flags=flags, nice=nice, priority=priority,
+                     runtime=runtime, deadline=deadline, period=period)
+
+    def sched_setaffinity(self, pid, cpus):
+        self._record("sched_setaffinity", pid, set(cpus))
+
+    def seccomp_filter(self, program, flags=0):
+        """Recorded, not loaded; with NEW_LISTENER the "notify fd" is a real fd
+        (on /dev/null) so the hand-over to a listener can be tested."""
+        self._record("seccomp_filter", bytes(program), flags)
+        if flags & 8:  # SECCOMP_FILTER_FLAG_NEW_LISTENER
+            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return 0
