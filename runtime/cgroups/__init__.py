@@ -1,0 +1,111 @@
+"""Container cgroups on cgroup v1, v2 and hybrid hosts (runc's cgroupfs driver).
+
+    mgr = create_manager(spec, cid, rootless=..., systemd=...)   # None: no cgroup
+    mgr.create(); mgr.apply(spec["linux"]["resources"]); mgr.enter(pid)
+    state["hako"]["cgroup"] = mgr.to_state()
+    ...
+    mgr = manager_from_state(state["hako"]["cgroup"])             # later verbs
+
+Modules: ``paths`` (host layout, path rules), ``v1`` (v1 and hybrid), ``v2``,
+``devices`` (v1 device rules), ``ebpf`` (v2 device filter), ``convert``
+(v1<->v2 values, update flags), ``stats`` (runc's stats shape), ``notify``
+(OOM events), ``fsutil`` (file access). Importing this package costs only
+the stdlib's os/errno: ``state``, ``kill`` and ``delete`` import it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from runtime.errors import HakoError
+
+__all__ = ["create_manager", "manager_from_state", "HakoError"]
+
+
+def _no_cgroup_warning(why: str, spec: dict) -> None:
+    from runtime import log
+    res = (spec.get("linux") or {}).get("resources") or {}
+    limits = any(v for k, v in res.items() if k != "devices")
+    log.warn(f"{why}: running without a cgroup"
+             + ("; the resource limits in config.json are NOT enforced" if limits else ""))
+
+
+def create_manager(spec: dict, cid: str, *, rootless: bool, systemd: bool,
+                   host: "object | None" = None) -> "object | None":
+    """Decide driver and directories for a new container (nothing is created).
+
+    Returns None -- after one warning -- when the container must run without
+    a cgroup: rootless on a v1 or hybrid host (runc does the same), or
+    rootless on v2 without a delegated subtree the user may write to.
+    ``host`` (a paths.Host) is for tests; by default the real one.
+    """
+    from runtime.cgroups import devices, paths
+    if host is None:
+        host = paths.Host.detect()
+    linux = spec.get("linux") or {}
+    if systemd:
+        paths.parse_systemd_path(linux.get("cgroupsPath") or "", cid)
+        if not host.systemd_booted:
+            raise HakoError("--systemd-cgroup: systemd is not running on this host "
+                            "(no /run/systemd/system); run without --systemd-cgroup to use "
+                            "hako's cgroupfs driver")
+        raise HakoError("--systemd-cgroup: the systemd cgroup driver (transient units over "
+                        "D-Bus) is not implemented by hako; run without --systemd-cgroup")
+    if host.mode == "none":
+        if rootless:
+            _no_cgroup_warning("no cgroup filesystem is mounted", spec)
+            return None
+        raise HakoError(f"no cgroup filesystem is mounted under {host.root}")
+    if rootless and host.mode in ("v1", "hybrid"):
+        _no_cgroup_warning(f"rootless container on a cgroup {host.mode} host", spec)
+        return None
+    inner = paths.inner_path(spec, cid)
+    dev_paths = devices.device_paths(spec)
+    if host.mode == "v2":
+        from runtime.cgroups.v2 import V2Manager
+        assert host.unified is not None
+        path = host.unified_dir(inner, hybrid=False)
+        if rootless and not _delegated(host, path):
+            _no_cgroup_warning(f"rootless container: no delegated cgroup v2 subtree is writable "
+                               f"for {path}", spec)
+            return None
+        return V2Manager(cid, host.unified.mountpoint, path, rootless=rootless,
+                         dev_paths=dev_paths)
+    from runtime.cgroups.v1 import V1Manager
+    dirs = {c: host.v1_dir(c, inner) for c in host.v1}
+    unified = None
+    if host.mode == "hybrid":
+        assert host.unified is not None
+        unified = (host.unified.mountpoint, host.unified_dir(inner, hybrid=True))
+    return V1Manager(cid, dirs, unified=unified, rootless=rootless, dev_paths=dev_paths)
+
+
+def _delegated(host, path: str) -> bool:
+    """May we make ``path`` and move ourselves into it? The nearest existing
+    ancestor must be writable, and so must cgroup.procs of the common
+    ancestor of our cgroup and the target (the kernel's delegation rule)."""
+    mp = host.unified.mountpoint
+    anc = os.path.dirname(path)
+    while not os.path.isdir(anc) and anc.startswith(mp + "/"):
+        anc = os.path.dirname(anc)
+    if not os.access(anc, os.W_OK):
+        return False
+    own = os.path.join(mp, host.own("").lstrip("/"))
+    common = os.path.commonpath([own, path])
+    return os.access(os.path.join(common, "cgroup.procs"), os.W_OK)
+
+
+def manager_from_state(d: dict) -> "object":
+    """Rebuild a Manager from ``to_state()`` output, without probing the host."""
+    driver = d.get("driver")
+    common = {"rootless": bool(d.get("rootless")), "resources": d.get("resources") or {},
+              "dev_paths": d.get("dev_paths") or []}
+    if driver == "v2":
+        from runtime.cgroups.v2 import V2Manager
+        return V2Manager(d.get("id", ""), d["mount"], d["path"], **common)
+    if driver in ("v1", "hybrid"):
+        from runtime.cgroups.v1 import V1Manager
+        uni = d.get("unified")
+        return V1Manager(d.get("id", ""), d["paths"], unified=tuple(uni) if uni else None,
+                         **common)
+    raise HakoError(f"state.json: unknown cgroup driver {driver!r}")
