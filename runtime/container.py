@@ -58,13 +58,13 @@ def _check_supported(spec: dict, launch, *, console_socket: str | None, detach: 
             raise HakoError("--console-socket given, but process.terminal is false")
         from runtime.terminal import check_socket_path
         check_socket_path(console_socket)
-    if linux.get("seccomp"):
-        raise HakoError("config.json: linux.seccomp: seccomp filters are not supported yet")
-    if proc.get("apparmorProfile"):
-        raise HakoError("config.json: process.apparmorProfile: AppArmor is not available on "
-                        "this host")
-    if proc.get("selinuxLabel") or linux.get("mountLabel"):
-        raise HakoError("config.json: process.selinuxLabel: SELinux is not available on this host")
+    from runtime import security
+    try:
+        security.check_sysctl(spec)
+        security.lsm_check(spec)
+        security.check_process_attrs(spec)
+    except HakoError as e:
+        raise HakoError(f"config.json: {e}") from None
     res = linux.get("resources") or {}
     if any(v for k, v in res.items() if k != "devices"):
         log.warn("linux.resources: cgroup limits are not enforced yet by this version of hako")
@@ -101,6 +101,13 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
 
     launch.hook_state = {"ociVersion": spec.get("ociVersion", OCI_VERSION), "id": cid,
                          "bundle": bundle, "annotations": spec.get("annotations") or {}}
+    seccomp_cfg = (spec.get("linux") or {}).get("seccomp")
+    if seccomp_cfg:
+        from runtime import seccomp
+        try:
+            launch.seccomp = seccomp.prepare(seccomp_cfg, state=launch.hook_state)
+        except HakoError as e:
+            raise HakoError(f"config.json: {e}") from None
     c = Container.new(root, cid)
     hooks_ran = False
     init_pid = 0
@@ -122,6 +129,8 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
         parent, child = Channel.pair()
         stage1 = process.spawn(launch, parent, child, close_in_child=[c.dirfd])
         child.close()
+        if launch.seccomp is not None:
+            launch.seccomp.close()  # the init holds the listener connection now
         if launch.console_fd >= 0:
             os.close(launch.console_fd)
         # stage-1 reports the init's pid and the init reports progress on the

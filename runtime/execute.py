@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 
+from runtime import security
 from runtime import syscalls as S
 from runtime.channel import Channel
 from runtime.errors import HakoError
@@ -124,10 +125,16 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
             proc["terminal"] = True
     detach = bool(opts.get("detach"))
     console_socket = opts.get("console-socket")
-    if proc.get("apparmorProfile"):
-        raise HakoError("process.apparmorProfile: AppArmor is not available on this host")
-    if proc.get("selinuxLabel"):
-        raise HakoError("process.selinuxLabel: SELinux is not available on this host")
+    pspec = {"process": proc, "linux": spec.get("linux") or {}}
+    security.lsm_check(pspec)
+    security.check_process_attrs(pspec)
+    filt = None
+    if (spec.get("linux") or {}).get("seccomp"):
+        from runtime import seccomp
+        filt = seccomp.prepare(spec["linux"]["seccomp"],
+                               state={"ociVersion": state.get("ociVersion", "1.3.0"), "id": cid,
+                                      "bundle": state.get("bundle", ""),
+                                      "annotations": state.get("annotations") or {}})
     if proc.get("terminal") and detach and not console_socket:
         raise HakoError("exec: --tty with --detach needs --console-socket")
     if console_socket:
@@ -180,7 +187,7 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
                 parent.close()
                 if console_parent is not None:
                     console_parent.close()
-                _join_and_fork(proc, caps, ns_fds, console_sock, preserve, child)
+                _join_and_fork(pspec, caps, ns_fds, console_sock, preserve, child, filt)
                 code = 0
             except BaseException as e:  # noqa: BLE001
                 try:
@@ -228,8 +235,8 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
     return _wait_forwarding(pid, master)
 
 
-def _join_and_fork(proc: dict, caps, ns_fds: list[tuple[str, int, int]], console,
-                   preserve: int, chan: Channel) -> None:
+def _join_and_fork(pspec: dict, caps, ns_fds: list[tuple[str, int, int]], console,
+                   preserve: int, chan: Channel, filt) -> None:
     """In the first child: join (user first, so that the others are allowed),
     then fork the process itself, which lands in the container's pid namespace."""
     sc = S.SYS
@@ -251,7 +258,7 @@ def _join_and_fork(proc: dict, caps, ns_fds: list[tuple[str, int, int]], console
     if pid == 0:
         code = 1
         try:
-            _become_and_exec(proc, caps, console, preserve, chan)
+            _become_and_exec(pspec, caps, console, preserve, chan, filt)
         except BaseException as e:  # noqa: BLE001
             try:
                 chan.send(error=error_text(e))
@@ -262,15 +269,24 @@ def _join_and_fork(proc: dict, caps, ns_fds: list[tuple[str, int, int]], console
     chan.send(pid=pid)
 
 
-def _become_and_exec(proc: dict, caps, console, preserve: int, chan: Channel) -> None:
+def _become_and_exec(pspec: dict, caps, console, preserve: int, chan: Channel, filt) -> None:
     sc = S.SYS
+    proc = pspec["process"]
+    security.apply_initial_affinity(pspec, sc)
     if console is not None:
         from runtime import terminal
         os.setsid()
         user = proc.get("user") or {}
         terminal.setup_pty(console, proc.get("consoleSize"), int(user.get("uid", 0)),
                            int(user.get("gid", 0)), mount_console=False)
+    security.apply_process_attrs(pspec, sc)
+    nnp = bool(proc.get("noNewPrivileges"))
+    if filt is not None and not nnp:
+        filt.install(sc=sc)
     exe, args, env = become(proc, caps, sc)
+    security.lsm_apply(pspec)
+    if filt is not None and nnp:
+        filt.install(sc=sc)
     chan.send(ready=True)
     chan.close()
     exec_process(exe, args, env, preserve, sc)

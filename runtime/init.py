@@ -13,6 +13,7 @@ import signal
 
 # Everything the init needs is imported here, at the top: after pivot_root
 # the host's sys.path is gone and a lazy import would fail.
+from runtime import security
 from runtime import syscalls as S
 from runtime.channel import Channel
 from runtime.errors import HakoError
@@ -26,6 +27,10 @@ def container_init(launch: Launch, chan: Channel) -> None:
     proc = spec.get("process") or {}
     sc = S.SYS
     os.setsid()
+    security.apply_initial_affinity(spec, sc)
+    # the host pid, while the host's /proc is still there (seccomp listeners
+    # and hooks are told it)
+    host_pid = int(os.readlink("/proc/self"))
     # our own handle on the state dir: the fifo is opened through it after
     # pivot_root, when the host path no longer resolves
     state_fd = os.open(launch.state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -40,7 +45,6 @@ def container_init(launch: Launch, chan: Channel) -> None:
         console = (socket.socket(fileno=launch.console_fd) if launch.console_fd >= 0
                    else terminal.connect(launch.console_socket))
     run_hooks = None
-    host_pid = 0
     if launch.hook_sync:
         from runtime import hooks as run_hooks  # now: nothing imports after pivot_root
 
@@ -78,6 +82,11 @@ def container_init(launch: Launch, chan: Channel) -> None:
                            int(user.get("gid", 0)), mount_console=True)
     finalize_rootfs(spec, sc=sc)
 
+    security.apply_process_attrs(spec, sc)
+    nnp = bool(proc.get("noNewPrivileges"))
+    if launch.seccomp is not None and not nnp:
+        # without no_new_privs loading needs CAP_SYS_ADMIN: before caps are dropped
+        launch.seccomp.install(pid=host_pid, sc=sc)
     exe, args, env = become(proc, launch.caps, sc)
     chan.send(ready=True)
     msg = chan.recv()
@@ -99,6 +108,14 @@ def container_init(launch: Launch, chan: Channel) -> None:
             # `start` reads this from the fifo and reports it
             os.write(fifo, b"E" + str(e).encode()[:4000])
             os._exit(1)
+    try:
+        security.lsm_apply(spec)
+        if launch.seccomp is not None and nnp:
+            # as late as possible: only the user's program runs under it
+            launch.seccomp.install(pid=host_pid, sc=sc)
+    except HakoError as e:
+        os.write(fifo, b"E" + str(e).encode()[:4000])
+        os._exit(1)
     os.write(fifo, b"0")
     os.close(fifo)
     os.close(state_fd)
@@ -107,7 +124,7 @@ def container_init(launch: Launch, chan: Channel) -> None:
 
 def _sysctl(values: dict[str, str]) -> None:
     for key, value in values.items():
-        path = "/proc/sys/" + key.replace(".", "/")
+        path = security.sysctl_path(key)
         write_file(path, str(value), f"linux.sysctl.{key}")
 
 

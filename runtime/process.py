@@ -57,6 +57,8 @@ class Launch:
             "prestart", "createRuntime", "createContainer", "startContainer"))
         #: set by the parent before fork: what hooks get as state
         self.hook_state: dict = {}
+        #: the compiled seccomp filter (runtime.seccomp.Prepared), loaded late by the init
+        self.seccomp = None
         caps = (spec.get("process") or {}).get("capabilities")
         self.caps = CapPlan(caps) if caps is not None else None  # validates names early
 
