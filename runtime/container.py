@@ -65,9 +65,6 @@ def _check_supported(spec: dict, launch, *, console_socket: str | None, detach: 
         security.check_process_attrs(spec)
     except HakoError as e:
         raise HakoError(f"config.json: {e}") from None
-    res = linux.get("resources") or {}
-    if any(v for k, v in res.items() if k != "devices"):
-        log.warn("linux.resources: cgroup limits are not enforced yet by this version of hako")
 
 
 def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
@@ -99,6 +96,9 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
     if not os.path.isdir(rootfs):
         raise HakoError(f"config.json: root.path: {rootfs} is not a directory")
 
+    from runtime import cgroups
+    cg = cgroups.create_manager(spec, cid, rootless=rootless,
+                                systemd=bool(g.get("systemd-cgroup")))
     launch.hook_state = {"ociVersion": spec.get("ociVersion", OCI_VERSION), "id": cid,
                          "bundle": bundle, "annotations": spec.get("annotations") or {}}
     seccomp_cfg = (spec.get("linux") or {}).get("seccomp")
@@ -116,6 +116,10 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
     console_parent = None
     master = -1
     try:
+        if cg is not None:
+            cg.create()
+            cg.apply((spec.get("linux") or {}).get("resources") or {})
+            launch.cgroup = cg
         if (spec.get("process") or {}).get("terminal") and not console_socket:
             import socket
             console_parent, console_child = socket.socketpair(
@@ -183,6 +187,7 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
                 "rootless": rootless,
                 "pidns": "pid" in launch.plan.new,
                 "hooks": launch.hooks,
+                "cgroup": cg.to_state() if cg is not None else None,
             },
         }
         c.save()
@@ -210,6 +215,13 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
             from runtime import hooks
             hooks.run_warn("poststop", launch.hooks,
                            hooks.state_for(launch.hook_state, "stopped"))
+        if cg is not None:
+            try:
+                cg.kill_all(9)
+                cg.wait_empty(5)
+                cg.destroy()
+            except HakoError as e:
+                log.warn(str(e))
         c.remove()
         raise
     finally:
@@ -318,7 +330,12 @@ def kill(g: dict, cid: str, sig: int, all_procs: bool = False) -> None:
         if c.status() == "stopped":
             raise HakoError("container not running")
         if all_procs:
-            _signal_all(c, sig)
+            from runtime.cgroups.ops import manager_of
+            mgr = manager_of(c.state)
+            if mgr is not None:
+                mgr.kill_all(sig)
+            else:
+                _signal_all(c, sig)
             return
         try:
             os.kill(c.pid, sig)
@@ -387,7 +404,12 @@ def delete(g: dict, cid: str, force: bool = False) -> None:
         if status in ("running", "paused") and not force:
             raise HakoError(f"cannot delete container {cid} that is not stopped: {status}")
         if status != "stopped":
-            _signal_all(c, 9)
+            from runtime.cgroups.ops import manager_of
+            mgr = manager_of(c.state)
+            if mgr is not None:
+                mgr.kill_all(9)
+            else:
+                _signal_all(c, 9)
             _kill_and_wait(c.pid)
         _destroy(c)
 
@@ -410,6 +432,16 @@ def _remove_stale(root: str, cid: str) -> None:
 
 
 def _destroy(c: Container) -> None:
+    from runtime.cgroups.ops import manager_of
+    mgr = manager_of(c.state)
+    if mgr is not None:
+        try:
+            if mgr.pids():              # leftovers (shared pid namespace)
+                mgr.kill_all(9)
+                mgr.wait_empty(5)
+            mgr.destroy()
+        except HakoError as e:
+            log.warn(str(e))
     hooks_cfg = c.state.get("hako", {}).get("hooks")
     if hooks_cfg and hooks_cfg.get("poststop"):
         from runtime import hooks

@@ -113,6 +113,8 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
             raise HakoError("cannot exec in a paused container (use --ignore-paused)")
         state = c.state
         init_pid = c.pid
+        from runtime.cgroups.ops import manager_of
+        cgroup = manager_of(state)
         try:
             with open(os.path.join(c.dir, "config.json"), "rb") as f:
                 spec = json.loads(f.read())
@@ -187,7 +189,7 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
                 parent.close()
                 if console_parent is not None:
                     console_parent.close()
-                _join_and_fork(pspec, caps, ns_fds, console_sock, preserve, child, filt)
+                _join_and_fork(pspec, caps, ns_fds, console_sock, preserve, child, filt, cgroup)
                 code = 0
             except BaseException as e:  # noqa: BLE001
                 try:
@@ -236,10 +238,12 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
 
 
 def _join_and_fork(pspec: dict, caps, ns_fds: list[tuple[str, int, int]], console,
-                   preserve: int, chan: Channel, filt) -> None:
+                   preserve: int, chan: Channel, filt, cgroup=None) -> None:
     """In the first child: join (user first, so that the others are allowed),
     then fork the process itself, which lands in the container's pid namespace."""
     sc = S.SYS
+    if cgroup is not None:
+        cgroup.enter(os.getpid())  # before setns(user/cgroup): the process inherits it
     for t, fd, flag in ns_fds:
         if t == "user":
             sc.setns(fd, flag, "user namespace of the container")

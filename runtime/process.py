@@ -42,6 +42,7 @@ class Launch:
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
         self.console_socket = console_socket
+        self.cgroup = None  # runtime.cgroups Manager: stage-1 joins it first
         #: run in the foreground: the socketpair end the init sends the pty on
         self.console_fd = -1
         self.plan = NamespacePlan(spec)
@@ -99,6 +100,10 @@ def spawn(launch: Launch, chan: Channel, child: Channel, close_in_child: list[in
 def _stage1(launch: Launch, chan: Channel) -> None:
     plan = launch.plan
     sc = S.SYS
+    if launch.cgroup is not None:
+        # before unshare(user) (no cgroupfs rights after) and unshare(cgroup)
+        # (the namespace root is the cgroup we are in then); the init inherits it
+        launch.cgroup.enter(os.getpid())
     join_fds = plan.open_joins()
     if "user" in join_fds:
         sc.setns(join_fds.pop("user"), S.CLONE_NEWUSER, "user namespace " + plan.join["user"])

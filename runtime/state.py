@@ -182,6 +182,10 @@ class Container:
     def status(self) -> str:
         if not self.init_alive():
             return "stopped"
+        if self.state.get("hako", {}).get("cgroup"):
+            from runtime.cgroups.ops import is_paused
+            if is_paused(self.state):
+                return "paused"
         if self.has_fifo():
             return "created"
         return "running"
