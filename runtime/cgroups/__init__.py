@@ -26,15 +26,20 @@ def _no_cgroup_warning(why: str, spec: dict) -> None:
     from runtime import log
     res = (spec.get("linux") or {}).get("resources") or {}
     limits = any(v for k, v in res.items() if k != "devices")
-    log.warn(f"{why}: running without a cgroup"
-             + ("; the resource limits in config.json are NOT enforced" if limits else ""))
+    # runc says nothing here; hako warns when something the user asked for is
+    # lost (limits), and keeps stderr clean otherwise (engines show it)
+    if limits:
+        log.warn(f"{why}: running without a cgroup; the resource limits in config.json "
+                 f"are NOT enforced")
+    else:
+        log.debug(f"{why}: running without a cgroup")
 
 
 def create_manager(spec: dict, cid: str, *, rootless: bool, systemd: bool,
                    host: "object | None" = None) -> "object | None":
     """Decide driver and directories for a new container (nothing is created).
 
-    Returns None -- after one warning -- when the container must run without
+    Returns None -- with a warning when the config asks for limits -- when the container must run without
     a cgroup: rootless on a v1 or hybrid host (runc does the same), or
     rootless on v2 without a delegated subtree the user may write to.
     ``host`` (a paths.Host) is for tests; by default the real one.

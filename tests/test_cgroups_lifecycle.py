@@ -1,0 +1,148 @@
+"""cgroups through real containers: limits, pause/resume, update, events, cleanup.
+
+Root only on this hybrid host for the limits (rootless containers on cgroup v1
+run without a cgroup, as with runc; that path is checked too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+import support
+
+
+def state_of(rt, cid):
+    r = rt.hako("state", cid)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def cgroup_paths(rt, cid) -> list[str]:
+    st = json.loads((rt.state_dir / cid / "state.json").read_text())
+    cg = st["hako"].get("cgroup") or {}
+    paths = list((cg.get("paths") or {}).values())
+    if cg.get("unified"):
+        paths.append(cg["unified"][1])
+    if cg.get("path"):
+        paths.append(cg["path"])
+    return paths
+
+
+def root_only(rt):
+    if rt.mode != "root":
+        pytest.skip("rootless containers on a cgroup v1/hybrid host have no cgroup (as runc)")
+
+
+def test_memory_limit_oom_kills(rt):
+    root_only(rt)
+    bundle = rt.bundle(["sh", "-c", "head -c 200m /dev/zero | tail > /dev/null; echo status=$?"],
+                       patch={"linux": {"resources": {"memory": {"limit": 32 * 2**20}}}})
+    r = rt.hako("run", "--bundle", bundle, rt.new_id(), timeout=60)
+    assert r.stdout.strip() == "status=137", r.stdout + r.stderr  # tail was OOM-killed
+
+
+def test_pids_limit_stops_fork_loop(rt):
+    root_only(rt)
+    script = "for i in $(seq 30); do sleep 100 & done; echo all-forked"
+    bundle = rt.bundle(["sh", "-c", script], patch={"linux": {"resources": {"pids": {"limit": 8}}}})
+    r = rt.hako("run", "--bundle", bundle, rt.new_id(), timeout=60)
+    assert r.returncode != 0 and "all-forked" not in r.stdout
+    assert "can't fork" in r.stderr
+
+
+def test_pause_resume_and_exec_refused_while_paused(rt):
+    root_only(rt)
+    cid = rt.new_id()
+    assert rt.hako("run", "-d", "--bundle", rt.bundle(["sh", "-c", "while :; do :; done"]),
+                   cid).returncode == 0
+    pid = state_of(rt, cid)["pid"]
+    assert rt.hako("pause", cid).returncode == 0
+    assert state_of(rt, cid)["status"] == "paused"
+
+    def cpu():
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(f[11]) + int(f[12])
+    a = cpu()
+    time.sleep(0.5)
+    assert cpu() == a, "a paused container kept running"
+    r = rt.hako("exec", cid, "true")
+    assert r.returncode != 0 and "paused" in r.stderr
+    assert rt.hako("resume", cid).returncode == 0
+    assert state_of(rt, cid)["status"] == "running"
+    time.sleep(0.3)
+    assert cpu() > a
+    r = rt.hako("resume", cid)
+    assert r.returncode != 0 and "not paused" in r.stderr
+
+
+def test_update_changes_a_live_limit(rt):
+    root_only(rt)
+    cid = rt.new_id()
+    bundle = rt.bundle(["sleep", "1000"], patch={"linux": {"resources": {"pids": {"limit": 50}}}})
+    assert rt.hako("run", "-d", "--bundle", bundle, cid).returncode == 0
+    pids_dir = next(p for p in cgroup_paths(rt, cid) if "/pids/" in p)
+    assert open(os.path.join(pids_dir, "pids.max")).read().strip() == "50"
+    assert rt.hako("update", "--pids-limit", "20", cid).returncode == 0
+    assert open(os.path.join(pids_dir, "pids.max")).read().strip() == "20"
+    r = rt.hako("update", "--resources", "-", cid, input=json.dumps({"pids": {"limit": 30}}))
+    assert r.returncode == 0, r.stderr
+    assert open(os.path.join(pids_dir, "pids.max")).read().strip() == "30"
+    mem_dir = next(p for p in cgroup_paths(rt, cid) if "/memory/" in p)
+    assert rt.hako("update", "--memory", "64m", cid).returncode == 0
+    assert int(open(os.path.join(mem_dir, "memory.limit_in_bytes")).read()) == 64 * 2**20
+
+
+def test_events_stats_line(rt):
+    root_only(rt)
+    cid = rt.new_id()
+    assert rt.hako("run", "-d", "--bundle", rt.bundle(["sleep", "1000"]), cid).returncode == 0
+    r = rt.hako("events", "--stats", cid)
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout.splitlines()[0])
+    assert ev["type"] == "stats" and ev["id"] == cid
+    assert "memory" in ev["data"] and "pids" in ev["data"]
+
+
+def test_delete_removes_the_cgroup(rt):
+    root_only(rt)
+    cid = rt.new_id()
+    assert rt.hako("run", "-d", "--bundle", rt.bundle(["sh", "-c", "sleep 1000 & sleep 1000"]),
+                   cid).returncode == 0
+    paths = cgroup_paths(rt, cid)
+    assert paths and all(os.path.isdir(p) for p in paths)
+    assert rt.hako("delete", "--force", cid).returncode == 0
+    assert not any(os.path.exists(p) for p in paths)
+
+
+def test_kill_all_uses_the_cgroup(rt):
+    root_only(rt)
+    cid = rt.new_id()
+    assert rt.hako("run", "-d", "--bundle", rt.bundle(["sh", "-c", "sleep 1000 & sleep 1000"]),
+                   cid).returncode == 0
+    assert rt.hako("kill", "--all", cid, "KILL").returncode == 0
+    support.wait_until(lambda: state_of(rt, cid)["status"] == "stopped")
+
+
+def test_rootless_v1_warns_only_when_limits_are_lost(rt):
+    if rt.mode != "rootless":
+        pytest.skip("the rootless path")
+    r = rt.hako("run", "--bundle", rt.bundle(["true"]), rt.new_id())
+    assert r.returncode == 0 and r.stderr == ""
+    bundle = rt.bundle(["true"], patch={"linux": {"resources": {"pids": {"limit": 10}}}})
+    r = rt.hako("run", "--bundle", bundle, rt.new_id())
+    assert r.returncode == 0
+    assert "NOT enforced" in r.stderr and r.stderr.count("\n") == 1
+    r = rt.hako("pause", rt.new_id())
+    assert r.returncode != 0
+
+
+def test_systemd_cgroup_is_a_clear_error(rt):
+    cid = rt.new_id()
+    r = rt.hako("--systemd-cgroup", "create", "--bundle", rt.bundle(["true"]), cid)
+    assert r.returncode != 0 and "--systemd-cgroup" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (rt.state_dir / cid).exists()
