@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[list[str], str, str]] = {
            "display the processes running inside a container"),
     "list": (["format|f=", "quiet|q", "help|h"], "", "list containers started by hako with the given root"),
     "spec": (["bundle|b=", "rootless", "help|h"], "", "create a new specification file"),
+    "features": (["help|h"], "", "show the enabled features"),
     "pause": (["help|h"], "<container-id>", "pause suspends all processes inside the container"),
     "resume": (["help|h"], "<container-id>",
                "resumes all processes that have been previously paused"),
