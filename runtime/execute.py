@@ -242,6 +242,7 @@ def _join_and_fork(pspec: dict, caps, ns_fds: list[tuple[str, int, int]], consol
     """In the first child: join (user first, so that the others are allowed),
     then fork the process itself, which lands in the container's pid namespace."""
     sc = S.SYS
+    sc.prctl(S.PR_SET_DUMPABLE, 0)  # see runtime/init.py: CVE-2019-5736
     if cgroup is not None:
         cgroup.enter(os.getpid())  # before setns(user/cgroup): the process inherits it
     for t, fd, flag in ns_fds:

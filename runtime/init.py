@@ -27,6 +27,10 @@ def container_init(launch: Launch, chan: Channel) -> None:
     proc = spec.get("process") or {}
     sc = S.SYS
     os.setsid()
+    # CVE-2019-5736: until execve, this process is hako (the interpreter) living
+    # in the container's pid namespace; non-dumpable, its /proc/PID/exe cannot
+    # be opened from the container without CAP_SYS_PTRACE. execve resets it.
+    sc.prctl(S.PR_SET_DUMPABLE, 0)
     security.apply_initial_affinity(spec, sc)
     # the host pid, while the host's /proc is still there (seccomp listeners
     # and hooks are told it)

@@ -430,3 +430,15 @@ def test_state_json_matches_schema(rt):
     assert rt.hako("start", cid).returncode == 0
     wait_status(rt, cid, "stopped")
     validator.validate(state_of(rt, cid))
+
+
+def test_waiting_init_is_not_reachable_from_the_container(rt):
+    """CVE-2019-5736: until it execs, the init is hako's interpreter inside the
+    container's pid namespace; the container must not be able to open it."""
+    cid = rt.new_id()
+    assert rt.hako("create", "--bundle", rt.bundle(["sleep", "100"]), cid).returncode == 0
+    r = rt.hako("exec", cid, "sh", "-c",
+                "cat /proc/1/environ >/dev/null 2>&1 && echo readable || echo denied; "
+                "readlink /proc/1/exe || echo no-exe")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["denied", "no-exe"]

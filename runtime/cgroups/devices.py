@@ -128,11 +128,15 @@ class Emulator:
     def _add(self, key: tuple[str, int, int], perms: str) -> None:
         self.rules[key] = _perms(self.rules.get(key, "") + perms)
 
-    def _remove(self, key: tuple[str, int, int], perms: str) -> None:
+    def _remove(self, key: tuple[str, int, int], perms: str, strict: bool = True) -> None:
         t, mj, mn = key
         # cgroup v1 silently ignores removing part of a wildcard exception:
-        # refuse instead of giving a false sense of security (as runc).
+        # refuse instead of giving a false sense of security (as runc). Not
+        # strict: what the kernel does with the write (drop the exact entry),
+        # for replaying writes that only clean up bookkeeping.
         for partial in ((t, WILDCARD, mn), (t, mj, WILDCARD), (t, WILDCARD, WILDCARD)):
+            if not strict:
+                break
             if partial == key:
                 continue
             overlap = set(self.rules.get(partial, "")) & set(perms)
@@ -148,16 +152,16 @@ class Emulator:
         else:
             self.rules.pop(key, None)
 
-    def apply(self, rule: Rule) -> None:
+    def apply(self, rule: Rule, strict: bool = True) -> None:
         if rule.type == "a":
             self.default_allow = rule.allow
             self.rules = {}
             return
         key = (rule.type, rule.major, rule.minor)
-        if rule.allow:
-            (self._remove if self.default_allow else self._add)(key, rule.perms)
+        if rule.allow == self.default_allow:
+            self._remove(key, rule.perms, strict)
         else:
-            (self._add if self.default_allow else self._remove)(key, rule.perms)
+            self._add(key, rule.perms)
 
     @classmethod
     def build(cls, rules: list[Rule]) -> "Emulator":

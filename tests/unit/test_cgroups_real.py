@@ -326,6 +326,9 @@ def test_rootless_on_this_host(capsys):
     m = create_manager({}, "x", rootless=True, systemd=False)
     if HOST.mode in ("v1", "hybrid"):
         assert m is None
+        assert capsys.readouterr().err.count("warning") == 0  # no limits asked for
+        spec = {"linux": {"resources": {"memory": {"limit": 1 << 26}}}}
+        assert create_manager(spec, "x", rootless=True, systemd=False) is None
         assert capsys.readouterr().err.count("warning") == 1
     log.configure(None, "text", False)
 
