@@ -354,7 +354,9 @@ def container_pids(c: Container) -> list[int]:
         try:
             ns = os.readlink(f"/proc/{init}/ns/pid")
         except OSError:
-            return []
+            # a created container's init is non-dumpable: unreadable rootless,
+            # and it is the only process there yet
+            return [init] if os.path.exists(f"/proc/{init}") else []
         for name in os.listdir("/proc"):
             if name.isdigit():
                 try:

@@ -163,6 +163,13 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 continue  # kernel without this namespace type
+            except PermissionError:
+                if status == "created":
+                    # the waiting init is non-dumpable (CVE-2019-5736) and its memory
+                    # still belongs to the host's user namespace: only root may enter
+                    raise HakoError("cannot exec in a created container without root: "
+                                    "start it first") from None
+                raise HakoError(f"exec: cannot open {path}: permission denied") from None
             except OSError as e:
                 raise HakoError(f"exec: cannot open {path}: {e.strerror}") from None
             ns_fds.append((t, fd, FLAGS[t]))

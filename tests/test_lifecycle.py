@@ -434,8 +434,16 @@ def test_state_json_matches_schema(rt):
 
 def test_waiting_init_is_not_reachable_from_the_container(rt):
     """CVE-2019-5736: until it execs, the init is hako's interpreter inside the
-    container's pid namespace; the container must not be able to open it."""
+    container's pid namespace; the container must not be able to open it.
+    (Rootless, exec into a created container is refused for the same reason.)"""
     cid = rt.new_id()
+    if rt.rootless:
+        assert rt.hako("create", "--bundle", rt.bundle(["sleep", "100"]), cid).returncode == 0
+        r = rt.hako("exec", cid, "true")
+        assert r.returncode != 0 and "start it first" in r.stderr
+        assert rt.hako("kill", "--all", cid, "KILL").returncode == 0
+        support.wait_until(lambda: state_of(rt, cid)["status"] == "stopped")
+        return
     assert rt.hako("create", "--bundle", rt.bundle(["sleep", "100"]), cid).returncode == 0
     r = rt.hako("exec", cid, "sh", "-c",
                 "cat /proc/1/environ >/dev/null 2>&1 && echo readable || echo denied; "
