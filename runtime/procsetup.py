@@ -8,7 +8,6 @@ imports all it needs at the top and nothing lazily.
 from __future__ import annotations
 
 import os
-import resource
 import signal
 
 from runtime import syscalls as S
@@ -34,7 +33,7 @@ def become(proc: dict, caps: "CapPlan | None", sc: S.Syscalls = S.SYS) -> tuple[
     env = environ(proc.get("env") or [])
     user = proc.get("user") or {}
     uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
-    rlimits(proc.get("rlimits") or [])
+    rlimits(proc.get("rlimits") or [], sc)
     if proc.get("oomScoreAdj") is not None:
         write_file("/proc/self/oom_score_adj", str(proc["oomScoreAdj"]), "process.oomScoreAdj")
     if "HOME" not in env:
@@ -152,19 +151,20 @@ def switch_user(uid: int, gid: int, extra: list[int], sc: S.Syscalls) -> None:
     # /proc/self of ourselves any more, and execve recomputes it anyway
 
 
-def rlimits(limits: list[dict]) -> None:
+def rlimits(limits: list[dict], sc: S.Syscalls = S.SYS) -> None:
     for i, rl in enumerate(limits):
         num = RLIMITS.get(rl["type"])
         if num is None:
             raise HakoError(f"process.rlimits[{i}].type: unknown resource limit {rl['type']!r}")
         soft, hard = int(rl["soft"]), int(rl["hard"])
-        conv = lambda v: resource.RLIM_INFINITY if v >= 2**63 - 1 or v < 0 else v  # noqa: E731
+        conv = lambda v: S.RLIM_INFINITY if v >= 2**63 - 1 or v < 0 else v  # noqa: E731
         try:
-            resource.setrlimit(num, (conv(soft), conv(hard)))
-        except (OSError, ValueError) as e:
-            why = getattr(e, "strerror", None) or str(e)
-            raise HakoError(f"process.rlimits[{i}]: setting {rl['type']} to {soft}:{hard}: {why}"
-                            f" (raising a hard limit needs CAP_SYS_RESOURCE)") from None
+            sc.setrlimit(num, conv(soft), conv(hard))
+        except OSError as e:
+            why = os.strerror(e.errno) if e.errno else str(e)
+            hint = " (raising a hard limit needs CAP_SYS_RESOURCE)" if e.errno == 1 else ""
+            raise HakoError(f"process.rlimits[{i}]: setting {rl['type']} to {soft}:{hard}: "
+                            f"{why}{hint}") from None
 
 
 def write_file(path: str, data: str, what: str) -> None:

@@ -10,8 +10,6 @@ newuidmap/newgidmap, which check /etc/subuid and /etc/subgid.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 
 from runtime.errors import HakoError
 
@@ -59,6 +57,8 @@ def write_for(pid: int, uids: Mapping, gids: Mapping, privileged: bool) -> None:
                             f"(linux.uidMappings/gidMappings)") from None
         return
     for tool, m, key in (("newgidmap", gids, "gidMappings"), ("newuidmap", uids, "uidMappings")):
+        import shutil
+        import subprocess
         exe = shutil.which(tool) or (f"/usr/bin/{tool}" if os.path.exists(f"/usr/bin/{tool}") else None)
         if exe is None:
             raise HakoError(f"linux.{key}: several ranges need {tool} (package uidmap), "

@@ -94,6 +94,9 @@ class FakeSyscalls(Syscalls):
     def ioprio_set(self, which, who, ioprio):
         self._record("ioprio_set", which, who, ioprio)
 
+    def setrlimit(self, resource, soft, hard):
+        self._record("setrlimit", resource, soft, hard)
+
     def personality(self, persona):
         self._record("personality", persona)
 

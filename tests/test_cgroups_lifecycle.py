@@ -42,7 +42,9 @@ def test_memory_limit_oom_kills(rt):
     bundle = rt.bundle(["sh", "-c", "head -c 200m /dev/zero | tail > /dev/null; echo status=$?"],
                        patch={"linux": {"resources": {"memory": {"limit": 32 * 2**20}}}})
     r = rt.hako("run", "--bundle", bundle, rt.new_id(), timeout=60)
-    assert r.stdout.strip() == "status=137", r.stdout + r.stderr  # tail was OOM-killed
+    # the OOM killer takes tail (the shell then prints 137) or, at times, the shell itself
+    assert r.stdout.strip() == "status=137" or (r.returncode == 137 and not r.stdout), \
+        (r.returncode, r.stdout, r.stderr)
 
 
 def test_pids_limit_stops_fork_loop(rt):
