@@ -116,10 +116,18 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
     console_parent = None
     master = -1
     try:
+        place_init = False
         if cg is not None:
             cg.create()
             cg.apply((spec.get("linux") or {}).get("resources") or {})
-            launch.cgroup = cg
+            # The first write to cgroup.procs waits for an RCU grace period (~14 ms
+            # here). With a cgroup namespace (its root is fixed at unshare) or
+            # hooks (they may look), stage-1 joins before anything else; otherwise
+            # the parent moves the init while it sets up its rootfs, in parallel.
+            if "cgroup" in launch.plan.new or launch.hook_sync:
+                launch.cgroup = cg
+            else:
+                place_init = True
         if (spec.get("process") or {}).get("terminal") and not console_socket:
             import socket
             console_parent, console_child = socket.socketpair(
@@ -156,6 +164,8 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
                 parent.send(mapped=True)
             elif "pid" in msg:
                 init_pid = int(msg["pid"])
+                if place_init:
+                    cg.enter(init_pid)  # before "go": no user code runs outside it
                 process.wait_child(stage1)
                 stage1 = 0
             elif "error" in msg:
