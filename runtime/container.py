@@ -86,6 +86,12 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
         raise HakoError(f"config.json: {e}") from None
     rootless = is_rootless(g.get("rootless"))
     root = state_root(g)
+    net = None  # networking (hooks/network.py), imported only when annotations ask
+    if any(k.startswith("io.hako.network") for k in spec.get("annotations") or ()):
+        from hooks import network
+        net = network.plan(spec, os.path.join(root, cid), bundle)
+        if net is not None:
+            net.apply(spec)  # its createRuntime/createContainer hooks, resolv.conf mount
     launch = process.Launch(spec, bundle, os.path.join(root, cid), rootless=rootless,
                             no_pivot=no_pivot, preserve_fds=preserve_fds,
                             console_socket=console_socket)
@@ -116,6 +122,8 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
     console_parent = None
     master = -1
     try:
+        if net is not None:
+            net.prepare()
         place_init = False
         if cg is not None:
             cg.create()
@@ -139,7 +147,9 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
             from runtime.syscalls import PR_SET_CHILD_SUBREAPER, SYS
             SYS.prctl(PR_SET_CHILD_SUBREAPER, 1)
         parent, child = Channel.pair()
+        launch.state_fd = os.open(c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         stage1 = process.spawn(launch, parent, child, close_in_child=[c.dirfd])
+        os.close(launch.state_fd)
         child.close()
         if launch.seccomp is not None:
             launch.seccomp.close()  # the init holds the listener connection now
@@ -215,6 +225,8 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
     except BaseException:
         if init_pid:
             _kill_and_wait(init_pid)
+        if net is not None:
+            net.cleanup()
         if stage1:
             try:
                 os.kill(stage1, 9)
@@ -432,6 +444,9 @@ def _remove_stale(root: str, cid: str) -> None:
     check_id(cid)
     path = os.path.join(root, cid)
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "state.json")):
+        if os.path.exists(os.path.join(path, "network.json")):  # hooks/network.py
+            from hooks.network import cleanup
+            cleanup(path)
         for name in os.listdir(path):
             try:
                 os.unlink(os.path.join(path, name))
@@ -444,6 +459,9 @@ def _remove_stale(root: str, cid: str) -> None:
 
 
 def _destroy(c: Container) -> None:
+    if any(k.startswith("io.hako.network") for k in c.state.get("annotations") or ()):
+        from hooks.network import cleanup  # the network helper, if still there
+        cleanup(c.dir)
     from runtime.cgroups.ops import manager_of
     mgr = manager_of(c.state)
     if mgr is not None:

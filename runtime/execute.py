@@ -24,7 +24,7 @@ from runtime import syscalls as S
 from runtime.channel import Channel
 from runtime.errors import HakoError
 from runtime.process import error_text
-from runtime.procsetup import become, exec_process
+from runtime.procsetup import become, exec_process, set_oom_score
 from runtime.state import Container, state_root
 
 # Everything the forked child uses is imported above: after it joins the
@@ -249,6 +249,7 @@ def _join_and_fork(pspec: dict, caps, ns_fds: list[tuple[str, int, int]], consol
     """In the first child: join (user first, so that the others are allowed),
     then fork the process itself, which lands in the container's pid namespace."""
     sc = S.SYS
+    set_oom_score(pspec["process"])
     sc.prctl(S.PR_SET_DUMPABLE, 0)  # see runtime/init.py: CVE-2019-5736
     if cgroup is not None:
         cgroup.enter(os.getpid())  # before setns(user/cgroup): the process inherits it

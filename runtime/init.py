@@ -17,7 +17,7 @@ from runtime import security
 from runtime import syscalls as S
 from runtime.channel import Channel
 from runtime.errors import HakoError
-from runtime.procsetup import become, exec_process, write_file
+from runtime.procsetup import become, exec_process, set_oom_score, write_file
 from runtime.process import Launch
 from runtime.rootfs import finalize_rootfs, setup_rootfs
 
@@ -30,6 +30,7 @@ def container_init(launch: Launch, chan: Channel) -> None:
     # CVE-2019-5736: until execve, this process is hako (the interpreter) living
     # in the container's pid namespace; non-dumpable, its /proc/PID/exe cannot
     # be opened from the container without CAP_SYS_PTRACE. execve resets it.
+    set_oom_score(proc)
     sc.prctl(S.PR_SET_DUMPABLE, 0)
     security.apply_initial_affinity(spec, sc)
     # the host pid, while the host's /proc is still there (seccomp listeners
@@ -37,7 +38,7 @@ def container_init(launch: Launch, chan: Channel) -> None:
     host_pid = int(os.readlink("/proc/self"))
     # our own handle on the state dir: the fifo is opened through it after
     # pivot_root, when the host path no longer resolves
-    state_fd = os.open(launch.state_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    state_fd = launch.state_fd
 
     if "network" in plan.new:
         _loopback_up()

@@ -45,6 +45,9 @@ class Launch:
         self.cgroup = None  # runtime.cgroups Manager: stage-1 joins it first
         #: run in the foreground: the socketpair end the init sends the pty on
         self.console_fd = -1
+        #: O_PATH fd of the container's state dir, opened by the parent: the init
+        #: may run as a uid that cannot search the state root's ancestors
+        self.state_fd = -1
         self.plan = NamespacePlan(spec)
         self.uids = userns.mappings(spec, "uidMappings")
         self.gids = userns.mappings(spec, "gidMappings")

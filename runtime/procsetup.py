@@ -24,6 +24,13 @@ RLIMITS = {
 }
 
 
+def set_oom_score(proc: dict) -> None:
+    """Before the process turns non-dumpable: after that its /proc/self files
+    belong to root of the host's user namespace and a rootless write fails."""
+    if proc.get("oomScoreAdj") is not None:
+        write_file("/proc/self/oom_score_adj", str(proc["oomScoreAdj"]), "process.oomScoreAdj")
+
+
 def become(proc: dict, caps: "CapPlan | None", sc: S.Syscalls = S.SYS) -> tuple[str, list[str], dict[str, str]]:
     """Apply ``process`` (rlimits, oom score, user, capabilities, umask, cwd,
     noNewPrivileges) to this process; returns (executable, argv, env) for
@@ -34,8 +41,6 @@ def become(proc: dict, caps: "CapPlan | None", sc: S.Syscalls = S.SYS) -> tuple[
     user = proc.get("user") or {}
     uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
     rlimits(proc.get("rlimits") or [], sc)
-    if proc.get("oomScoreAdj") is not None:
-        write_file("/proc/self/oom_score_adj", str(proc["oomScoreAdj"]), "process.oomScoreAdj")
     if "HOME" not in env:
         env["HOME"] = home_of(uid)
     exe = lookup(args[0], env.get("PATH", DEFAULT_PATH)) if args else ""
