@@ -152,3 +152,34 @@ bench: install
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory host-deps; fi
 	env -u PYTHONDONTWRITEBYTECODE $(VPY) tests/bench.py --rounds $(BENCH_ROUNDS) --json bench.json
 	echo "(machine-readable results: bench.json)"
+
+# ---------------------------------------------------------------------------- binary
+# dist/hako: one self-contained x86-64 executable (no Python needed on the host):
+# a small C launcher that unpacks the PyInstaller onedir build once into a
+# private, verified per-user cache and execs it (packaging/README.md).
+# `make test-binary` runs the whole suite against it.
+BINARY_PKGS := gcc libc6-dev zlib1g-dev
+
+.PHONY: binary test-binary
+
+binary: install
+	@if ! $(VPY) -c 'import PyInstaller' 2>/dev/null; then
+	  echo "binary: installing pyinstaller into $(VENV)"
+	  $(VPY) -m pip install --quiet pyinstaller
+	fi
+	if ! printf '#include <zlib.h>\nint main(void){return 0;}\n' | cc -x c -o /dev/null - -lz 2>/dev/null; then
+	  if [ "$$(id -u)" = 0 ]; then
+	    echo "binary: installing $(BINARY_PKGS) (C compiler and zlib for the launcher)"
+	    export DEBIAN_FRONTEND=noninteractive
+	    apt-get update -qq >/dev/null
+	    apt-get install -y -qq --no-install-recommends $(BINARY_PKGS) >/dev/null
+	  else
+	    echo "binary: the launcher needs a C compiler and zlib headers: apt-get install $(BINARY_PKGS)" >&2
+	    exit 1
+	  fi
+	fi
+	env -u PYTHONDONTWRITEBYTECODE $(VPY) packaging/build.py
+	chmod 0755 dist dist/hako
+
+test-binary: binary
+	@HAKO=$(CURDIR)/dist/hako $(MAKE) --no-print-directory test

@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""Build the single-file hako: ``dist/hako``.
+
+1. PyInstaller freezes hako as a *onedir* build (packaging/hako.spec): a
+   bootloader with the Python code in an archive appended to it, plus
+   libpython and a few extension modules in ``_internal/``.
+2. That directory is packed into a small archive, compressed with zlib and
+   appended to the launcher (packaging/launcher.c, compiled here), followed by
+   a trailer holding the payload's SHA-256.
+3. On first use the launcher unpacks the payload into a private per-user
+   cache and from then on execs the cached build after checking it against
+   the stamp written at unpack time (see launcher.c and README.md).
+
+Usage: build.py [--dist DIR] [--work DIR] [--variant NAME] [--keep-onedir]
+Run it with the project venv's interpreter (the one PyInstaller is installed
+in): ``make binary`` does.
+
+Variants (for packaging/measure.py): ``sfx`` (default, the launcher),
+``onedir``, ``onefile``, ``onefile-tmpdir`` (onefile, --runtime-tmpdir
+/dev/shm), ``onefile-o2-strip``, ``onefile-plain`` and ``onedir-plain`` (no
+module exclusions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SPEC = HERE / "hako.spec"
+LAUNCHER_C = HERE / "launcher.c"
+
+TRAILER_MAGIC = b"HAKOSFX1"
+ARCHIVE_MAGIC = b"HAKOARC1"
+EXE_NAME = "hako"
+
+#: variant -> environment for hako.spec (``HAKO_PKG_*``); "flat": base_library.zip unpacked
+VARIANTS: dict[str, dict[str, str]] = {
+    "sfx": {"HAKO_PKG_MODE": "onedir", "flat": "1"},
+    "onedir": {"HAKO_PKG_MODE": "onedir", "flat": "1"},
+    "onedir-lean-only": {"HAKO_PKG_MODE": "onedir", "HAKO_PKG_CTYPES_HOOK": "1"},
+    "onedir-plain": {"HAKO_PKG_MODE": "onedir", "HAKO_PKG_LEAN": "0"},
+    "onefile": {"HAKO_PKG_MODE": "onefile"},
+    "onefile-plain": {"HAKO_PKG_MODE": "onefile", "HAKO_PKG_LEAN": "0"},
+    "onefile-tmpdir": {"HAKO_PKG_MODE": "onefile", "HAKO_PKG_TMPDIR": "/dev/shm"},
+    "onefile-o2-strip": {"HAKO_PKG_MODE": "onefile", "HAKO_PKG_OPTIMIZE": "2",
+                         "HAKO_PKG_STRIP": "1"},
+}
+
+#: never in the payload (build/test-time only)
+FORBIDDEN = ("pydantic", "pydantic_core", "annotated_types", "typing_extensions",
+             "spec.models", "spec.gen_schema")
+
+
+def log(text: str) -> None:
+    print(f"build: {text}", flush=True)
+
+
+def pyinstaller(variant: str, work: Path, extra_env: dict[str, str] | None = None) -> Path:
+    """Run PyInstaller; return the onedir directory or the onefile executable."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    # Reproducible output: the same sources give the same payload hash, hence
+    # the same cache directory (set iteration order shows in marshalled code).
+    env["PYTHONHASHSEED"] = "0"
+    env.update({k: v for k, v in VARIANTS[variant].items() if k.startswith("HAKO_PKG_")})
+    env.update(extra_env or {})
+    distpath = work / "pyinstaller" / variant / "dist"
+    workpath = work / "pyinstaller" / variant / "work"
+    cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--clean", "--log-level", "WARN",
+           "--distpath", str(distpath), "--workpath", str(workpath), str(SPEC)]
+    log(f"PyInstaller ({variant}): {' '.join(cmd[1:])}")
+    subprocess.run(cmd, check=True, env=env, cwd=REPO)
+    return distpath / EXE_NAME
+
+
+def modules_in(executable: Path) -> list[str]:
+    """Python modules frozen into a PyInstaller executable (CArchive + PYZ)."""
+    from PyInstaller.archive.readers import CArchiveReader
+
+    arch = CArchiveReader(str(executable))
+    names = list(arch.toc)
+    for name in list(arch.toc):
+        if name.endswith(".pyz"):
+            names.extend(arch.open_embedded_archive(name).toc)
+    return sorted(names)
+
+
+def flatten_base_library(onedir: Path) -> None:
+    """Unpack _internal/base_library.zip next to it and drop the zip.
+
+    PyInstaller keeps the stdlib modules Python needs while starting (os, re,
+    enum, collections, functools, encodings ...) in base_library.zip, read by
+    the pure-Python zipimport: as plain .pyc files the ordinary path finder
+    loads them (about 1 ms per call for --version, 3 ms for state). The zip is
+    the first entry of sys.path, which simply stays empty.
+    """
+    import zipfile
+
+    internal = onedir / "_internal"
+    zpath = internal / "base_library.zip"
+    if not zpath.exists():
+        return
+    with zipfile.ZipFile(zpath) as z:
+        for info in z.infolist():
+            target = (internal / info.filename).resolve()
+            if internal.resolve() not in target.parents:
+                raise SystemExit(f"build: unsafe name in base_library.zip: {info.filename}")
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            if target.exists():
+                raise SystemExit(f"build: base_library.zip: {info.filename} exists in _internal")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(z.read(info))
+    zpath.unlink()
+
+
+def check_contents(onedir: Path) -> None:
+    """No build-time-only module may be frozen; the schemas must be."""
+    bad = [m for m in modules_in(onedir / EXE_NAME)
+           if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
+    bad += [str(p.relative_to(onedir)) for p in onedir.rglob("*")
+            if any(part.split(".")[0] in FORBIDDEN for part in p.relative_to(onedir).parts)]
+    if bad:
+        raise SystemExit(f"build: build-time-only modules were frozen: {', '.join(bad)}")
+    for schema in ("config.schema.json", "state.schema.json"):
+        if not (onedir / "_internal" / "spec" / schema).is_file():
+            raise SystemExit(f"build: spec/{schema} is missing from the build")
+
+
+def archive(onedir: Path) -> bytes:
+    """The onedir tree as the launcher's archive: parents before children."""
+    out = [ARCHIVE_MAGIC]
+    entries = sorted(onedir.rglob("*"), key=lambda p: p.relative_to(onedir).parts)
+    for p in entries:
+        rel = p.relative_to(onedir).as_posix()
+        if p.is_symlink():
+            raise SystemExit(f"build: {rel} is a symlink: the launcher archive holds none")
+        if any(c <= " " or c == "\x7f" for c in rel) or rel == ".stamp":
+            raise SystemExit(f"build: unsupported file name {rel!r}")
+        raw = rel.encode()
+        st = p.stat()
+        if p.is_dir():
+            out.append(struct.pack("<BBHIQ", ord("d"), 0, st.st_mode & 0o7777, len(raw), 0) + raw)
+        elif p.is_file():
+            data = p.read_bytes()
+            out.append(struct.pack("<BBHIQ", ord("f"), 0, st.st_mode & 0o7777, len(raw), len(data))
+                       + raw + data)
+        else:
+            raise SystemExit(f"build: {rel}: not a file or directory")
+    out.append(struct.pack("<BBHIQ", ord("e"), 0, 0, 0, 0))
+    return b"".join(out)
+
+
+def compile_launcher(work: Path) -> Path:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise SystemExit("build: no C compiler (cc/gcc) for packaging/launcher.c: "
+                         "apt-get install gcc libc6-dev zlib1g-dev")
+    out = work / "launcher"
+    base = [cc, "-O2", "-std=gnu11", "-Wall", "-Wextra", "-s", "-o", str(out), str(LAUNCHER_C)]
+    # zlib linked in statically where possible: the launcher then needs only libc
+    for libs in (["-Wl,-Bstatic", "-lz", "-Wl,-Bdynamic"], ["-lz"]):
+        r = subprocess.run(base + libs, capture_output=True, text=True)
+        if r.returncode == 0:
+            if r.stderr.strip():
+                print(r.stderr, file=sys.stderr)
+            return out
+    raise SystemExit(f"build: compiling the launcher failed (needs zlib1g-dev):\n{r.stderr}")
+
+
+def write_sfx(launcher: Path, payload_raw: bytes, dest: Path) -> str:
+    payload = zlib.compress(payload_raw, 9)
+    digest = hashlib.sha256(payload).digest()
+    stub = launcher.read_bytes()
+    trailer = TRAILER_MAGIC + struct.pack("<QQQ", len(stub), len(payload), len(payload_raw)) + digest
+    assert len(trailer) == 64
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.write_bytes(stub + payload + trailer)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dest)  # atomic: running copies keep their inode
+    return digest.hex()
+
+
+def human(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MiB"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dist", type=Path, default=REPO / "dist")
+    ap.add_argument("--work", type=Path, default=REPO / "build")
+    ap.add_argument("--variant", choices=sorted(VARIANTS), default="sfx")
+    ap.add_argument("--output", type=Path, help="where the result goes (default DIST/hako)")
+    a = ap.parse_args()
+    a.dist.mkdir(parents=True, exist_ok=True)
+    a.work.mkdir(parents=True, exist_ok=True)
+    dest = a.output or a.dist / EXE_NAME
+
+    built = pyinstaller(a.variant, a.work)
+    if VARIANTS[a.variant].get("flat"):
+        flatten_base_library(built)
+    if a.variant.startswith("onefile"):
+        shutil.copy2(built, dest)
+        result = dest
+    elif a.variant.startswith("onedir"):
+        check_contents(built)
+        if dest.exists():
+            shutil.rmtree(dest) if dest.is_dir() and not dest.is_symlink() else dest.unlink()
+        shutil.copytree(built, dest, symlinks=True)
+        result = dest / EXE_NAME
+    else:
+        check_contents(built)
+        launcher = compile_launcher(a.work)
+        raw = archive(built)
+        digest = write_sfx(launcher, raw, dest)
+        result = dest
+        log(f"payload: {human(len(raw))} unpacked, sha256 {digest}")
+        log(f"launcher: {launcher.stat().st_size // 1024} KiB")
+    if result.is_file():
+        size = result.stat().st_size
+    else:
+        size = sum(p.stat().st_size for p in result.parent.rglob("*") if p.is_file())
+    if dest.is_dir():
+        size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    log(f"{result}: {human(size)} ({size} bytes), Python {sys.version.split()[0]} "
+        f"({sys.implementation.cache_tag}, {os.uname().machine}), "
+        f"PyInstaller {__import__('PyInstaller').__version__}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

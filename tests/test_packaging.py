@@ -1,0 +1,342 @@
+"""The frozen single-file hako (``make binary`` -> dist/hako, packaging/README.md).
+
+Skipped unless dist/hako exists or HAKO_BINARY names such an executable. Most
+tests give the launcher a private cache (HAKO_CACHE_DIR) so they neither see
+nor disturb the real per-user caches; the default locations are checked too.
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import support
+
+BINARY = Path(os.environ.get("HAKO_BINARY") or support.REPO / "dist" / "hako")
+NAME_LEN = 32  # cache directory name: hex digits of the payload hash
+
+pytestmark = pytest.mark.skipif(
+    not (BINARY.is_file() and os.access(BINARY, os.X_OK)),
+    reason=f"no frozen hako at {BINARY} (run `make binary`, or set HAKO_BINARY)")
+
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_IMMUTABLE_FL = 0x10
+
+
+def run(*args: str, cache: Path | None = None, env: dict | None = None,
+        user: support.Identity | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    e = {"PATH": support.CLEAN_PATH, "HOME": str(Path.home()), "LANG": "C.UTF-8"}
+    if user is not None:
+        e.update(HOME=user.home, USER=user.name)
+    if cache is not None:
+        e["HAKO_CACHE_DIR"] = str(cache)
+    e.update(env or {})
+    prefix = user.prefix() if user is not None else []
+    return subprocess.run(prefix + [str(BINARY), *args], env=e, capture_output=True, text=True,
+                          timeout=timeout, cwd="/")
+
+
+def build_dir(cache: Path) -> Path:
+    dirs = [p for p in cache.iterdir() if len(p.name) == NAME_LEN and p.is_dir()]
+    assert len(dirs) == 1, f"expected one unpacked build in {cache}: {sorted(os.listdir(cache))}"
+    return dirs[0]
+
+
+def immutable(path: Path) -> bool | None:
+    """The immutable attribute of *path*, None if the filesystem has no such flag."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        buf = array.array("i", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
+        return bool(buf[0] & FS_IMMUTABLE_FL)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def make_mutable(tree: Path) -> None:
+    """Clear the immutable attribute (root's caches) so a test can tamper or clean up."""
+    for p in [tree, *tree.rglob("*")]:
+        if p.is_symlink():
+            continue
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            buf = array.array("i", [0])
+            fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
+            if buf[0] & FS_IMMUTABLE_FL:
+                buf[0] &= ~FS_IMMUTABLE_FL
+                fcntl.ioctl(fd, FS_IOC_SETFLAGS, buf, True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+@pytest.fixture
+def cache(tmp_path):
+    c = tmp_path / "cache"
+    yield c
+    if c.exists():
+        make_mutable(c)
+
+
+def snapshot(tree: Path) -> dict[str, tuple]:
+    return {str(p.relative_to(tree)): (p.lstat().st_ino, p.lstat().st_mtime_ns, p.lstat().st_ctime_ns)
+            for p in [tree, *tree.rglob("*")]}
+
+
+def test_version(cache):
+    r = run("--version", cache=cache)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("hako version "), r.stdout
+    assert r.stderr == ""
+
+
+def test_missing_container_fails_cleanly(cache, tmp_path):
+    r = run("--root", str(tmp_path / "state"), "state", "nope", cache=cache)
+    assert r.returncode == 1
+    assert "does not exist" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_spec_writes_a_config(cache, tmp_path):
+    r = subprocess.run([str(BINARY), "spec"], cwd=tmp_path, capture_output=True, text=True,
+                       env={"PATH": support.CLEAN_PATH, "HAKO_CACHE_DIR": str(cache)}, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert '"ociVersion"' in (tmp_path / "config.json").read_text()
+
+
+def test_second_call_does_not_unpack_again(cache):
+    assert run("--version", cache=cache).returncode == 0
+    before = snapshot(cache)
+    r = run("--version", cache=cache, env={"HAKO_LAUNCHER_DEBUG": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "unpacking" not in r.stderr and "running " in r.stderr, r.stderr
+    assert snapshot(cache) == before
+
+
+def test_cache_is_private(cache):
+    assert run("--version", cache=cache).returncode == 0
+    uid = os.geteuid()
+    for d in (cache, build_dir(cache)):
+        st = d.lstat()
+        assert stat.S_ISDIR(st.st_mode) and st.st_uid == uid
+        assert stat.S_IMODE(st.st_mode) == 0o700, f"{d}: {oct(st.st_mode)}"
+    for p in build_dir(cache).rglob("*"):
+        st = p.lstat()
+        assert not stat.S_ISLNK(st.st_mode), p
+        assert st.st_uid == uid, p
+        assert stat.S_IMODE(st.st_mode) & 0o077 == 0, f"{p}: {oct(st.st_mode)}"
+        if stat.S_ISREG(st.st_mode):
+            assert stat.S_IMODE(st.st_mode) & 0o222 == 0, f"{p} is writable: {oct(st.st_mode)}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the immutable attribute is set for root only")
+def test_root_cache_is_immutable(cache):
+    assert run("--version", cache=cache).returncode == 0
+    exe = build_dir(cache) / "hako"
+    flag = immutable(exe)
+    if flag is None:
+        pytest.skip(f"{cache} is on a filesystem without the immutable attribute")
+    assert flag, f"{exe} is not immutable"
+    with pytest.raises(PermissionError):
+        open(exe, "r+b").close()
+
+
+@pytest.mark.parametrize("victim", ["hako", "_internal/libpython3.11.so.1.0", "_internal/spec"])
+def test_tampered_cache_is_detected_and_replaced(cache, victim):
+    assert run("--version", cache=cache).returncode == 0
+    old = build_dir(cache)
+    make_mutable(old)
+    target = old / victim
+    if target.is_dir():
+        (target / "planted.py").write_text("raise SystemExit('pwned')\n")
+    elif victim == "hako":
+        original = target.read_bytes()
+        target.chmod(0o700)
+        target.write_text("#!/bin/sh\necho pwned\n")
+    else:
+        target.chmod(0o600)
+        with open(target, "r+b") as f:  # same size, same mtime: only the ctime tells
+            st = os.fstat(f.fileno())
+            f.seek(100)
+            f.write(b"\xcc")
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        target.chmod(0o500)
+    r = run("--version", cache=cache)
+    assert r.returncode == 0, r.stderr
+    assert "pwned" not in r.stdout + r.stderr
+    assert r.stdout.startswith("hako version ")
+    assert "failed verification" in r.stderr and victim.split("/")[0] in r.stderr, r.stderr
+    new = build_dir(cache)
+    assert new.name == old.name
+    if victim == "hako":
+        assert (new / "hako").read_bytes() == original
+    # quiet again afterwards
+    r = run("--version", cache=cache)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_stamp_of_another_build_is_not_trusted(cache):
+    assert run("--version", cache=cache).returncode == 0
+    d = build_dir(cache)
+    make_mutable(d)
+    stamp = d / ".stamp"
+    text = stamp.read_text()
+    stamp.chmod(0o600)
+    stamp.write_text(text.replace(text.split()[2], "0" * 64, 1))
+    r = run("--version", cache=cache)
+    assert r.returncode == 0 and "failed verification" in r.stderr, r.stderr
+
+
+def test_unsafe_cache_roots_are_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # writable by everyone, not sticky: anyone could swap our cache
+    r = run("--version", cache=shared / "cache")
+    assert r.returncode == 1
+    assert "writable by group or others" in r.stderr, r.stderr
+    assert not (shared / "cache").exists()
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # like /tmp: fine
+    r = run("--version", cache=sticky / "cache")
+    assert r.returncode == 0, r.stderr
+    make_mutable(sticky / "cache")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a directory of another owner")
+def test_cache_root_owned_by_someone_else_is_refused(tmp_path):
+    c = tmp_path / "theirs"
+    c.mkdir(mode=0o700)
+    os.chown(c, 65534, 65534)
+    r = run("--version", cache=c)
+    assert r.returncode == 1
+    assert "owned by uid 65534" in r.stderr, r.stderr
+
+
+def test_symlinked_cache_dir_is_refused(cache, tmp_path):
+    assert run("--version", cache=cache).returncode == 0
+    d = build_dir(cache)
+    elsewhere = tmp_path / "elsewhere"
+    make_mutable(d)
+    d.rename(elsewhere)
+    d.symlink_to(elsewhere)
+    r = run("--version", cache=cache)
+    assert r.returncode == 0, r.stderr       # unpacked again, next to the symlink
+    assert not build_dir(cache).is_symlink()
+    make_mutable(elsewhere)
+
+
+def test_concurrent_first_calls(cache):
+    env = {"PATH": support.CLEAN_PATH, "HAKO_CACHE_DIR": str(cache)}
+    procs = [subprocess.Popen([str(BINARY), "--version"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        assert out.startswith("hako version ")
+    build_dir(cache)
+    assert not [n for n in os.listdir(cache) if n.startswith(".tmp-")]
+
+
+def test_payload_has_no_pydantic(cache):
+    assert run("--version", cache=cache).returncode == 0
+    d = build_dir(cache)
+    names = [str(p.relative_to(d)) for p in d.rglob("*")]
+    assert not [n for n in names if "pydantic" in n.lower()]
+    assert (d / "_internal" / "spec" / "config.schema.json").is_file()
+    try:
+        from PyInstaller.archive.readers import CArchiveReader
+    except ImportError:
+        pytest.skip("PyInstaller is not importable here: only the file names were checked")
+    arch = CArchiveReader(str(d / "hako"))
+    modules = list(arch.toc)
+    for name in arch.toc:
+        if name.endswith(".pyz"):
+            modules += list(arch.open_embedded_archive(name).toc)
+    assert "runtime.cli" in modules and "spec.validate" in modules
+    assert not [m for m in modules if m.split(".")[0] in ("pydantic", "pydantic_core")
+                or m in ("spec.models", "spec.gen_schema")]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the binary as the unprivileged test user")
+def test_unprivileged_user_gets_its_own_cache():
+    try:
+        user = support.Identity.test_user()
+    except KeyError:
+        pytest.skip(f"no user {support.TEST_USER}")
+    r = subprocess.run(user.prefix() + ["test", "-x", str(BINARY)], capture_output=True)
+    if r.returncode != 0:
+        pytest.fail(f"user {user.name} cannot execute {BINARY}: make the repo searchable by others")
+    r = run("--version", user=user)
+    assert r.returncode == 0, r.stderr
+    cache = Path(user.home) / ".cache" / "hako"
+    st = cache.stat()
+    assert st.st_uid == user.uid and stat.S_IMODE(st.st_mode) == 0o700
+    d = build_dir_of(cache, BINARY)
+    assert d.stat().st_uid == user.uid and stat.S_IMODE(d.stat().st_mode) == 0o700
+    assert (d / ".stamp").stat().st_uid == user.uid
+
+
+def build_dir_of(cache: Path, binary: Path) -> Path:
+    """The cache directory of *binary*'s own build (the trailer holds its hash)."""
+    with open(binary, "rb") as f:
+        f.seek(-32, os.SEEK_END)
+        return cache / f.read(32).hex()[:NAME_LEN]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root's default cache is /var/cache/hako")
+def test_root_default_cache_location():
+    r = run("--version")
+    assert r.returncode == 0, r.stderr
+    root = Path("/var/cache/hako")
+    st = root.stat()
+    assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o700
+    assert build_dir_of(root, BINARY).is_dir()
+
+
+def test_no_pyinstaller_environment_reaches_the_container(rt):
+    """A container made by the frozen hako sees its config's environment only."""
+    rt.hako_path = BINARY
+    r = rt.hako("run", "--bundle", rt.bundle(["env"]), rt.new_id())
+    assert r.returncode == 0, r.stderr
+    leaked = [l for l in r.stdout.splitlines()
+              if l.startswith(("LD_LIBRARY_PATH", "_PYI_", "HAKO_CACHE_DIR", "HAKO_LAUNCHER"))]
+    assert not leaked
+
+
+def test_frozen_lifecycle(rt):
+    """create/start/state/kill/delete with the frozen binary: the forked init must
+    find everything it imports before pivot_root in the frozen build too."""
+    rt.hako_path = BINARY
+    cid = rt.new_id()
+    bundle = rt.bundle(["sleep", "1000"])
+    r = rt.hako("create", "--bundle", bundle, cid)
+    assert r.returncode == 0, r.stderr
+    assert '"created"' in rt.hako("state", cid).stdout
+    assert rt.hako("start", cid).returncode == 0
+    support.wait_until(lambda: '"running"' in rt.hako("state", cid).stdout, what="running")
+    assert rt.hako("kill", cid, "KILL").returncode == 0
+    support.wait_until(lambda: '"stopped"' in rt.hako("state", cid).stdout, what="stopped")
+    assert rt.hako("delete", cid).returncode == 0
+    r = rt.hako("run", "--bundle", rt.bundle(["sh", "-c", "echo frozen; exit 7"]), rt.new_id())
+    assert (r.returncode, r.stdout) == (7, "frozen\n"), r.stderr
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
