@@ -23,7 +23,7 @@ from runtime import security
 from runtime import syscalls as S
 from runtime.channel import Channel
 from runtime.errors import HakoError
-from runtime.process import error_text
+from runtime.process import fork_child
 from runtime.procsetup import become, exec_process, set_oom_score
 from runtime.state import Container, state_root
 
@@ -186,25 +186,12 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
         if not detach:
             S.SYS.prctl(S.PR_SET_CHILD_SUBREAPER, 1)  # the process comes back to us
         parent, child = Channel.pair()
-        import sys
-        sys.stdout.flush()
-        sys.stderr.flush()
-        joiner = os.fork()
-        if joiner == 0:
-            code = 1
-            try:
-                parent.close()
-                if console_parent is not None:
-                    console_parent.close()
-                _join_and_fork(pspec, caps, ns_fds, console_sock, preserve, child, filt, cgroup)
-                code = 0
-            except BaseException as e:  # noqa: BLE001
-                try:
-                    child.send(error=error_text(e))
-                except BaseException:
-                    pass
-            finally:
-                os._exit(code)
+        def joiner_body() -> None:
+            parent.close()
+            if console_parent is not None:
+                console_parent.close()
+            _join_and_fork(pspec, caps, ns_fds, console_sock, preserve, child, filt, cgroup)
+        joiner = fork_child(child, joiner_body)
     finally:
         for _, fd, _ in ns_fds:
             os.close(fd)
@@ -267,18 +254,7 @@ def _join_and_fork(pspec: dict, caps, ns_fds: list[tuple[str, int, int]], consol
     for t, fd, flag in ns_fds:
         if t not in ("user", "pid"):
             sc.setns(fd, flag, f"{t} namespace of the container")
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            _become_and_exec(pspec, caps, console, preserve, chan, filt)
-        except BaseException as e:  # noqa: BLE001
-            try:
-                chan.send(error=error_text(e))
-            except BaseException:
-                pass
-        finally:
-            os._exit(code)
+    pid = fork_child(chan, _become_and_exec, pspec, caps, console, preserve, chan, filt)
     chan.send(pid=pid)
 
 

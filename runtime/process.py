@@ -77,27 +77,36 @@ def error_text(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def spawn(launch: Launch, chan: Channel, child: Channel, close_in_child: list[int]) -> int:
-    """Fork stage-1; returns its pid. The parent keeps ``chan``."""
+def fork_child(chan: Channel, body, *args) -> int:
+    """Fork; the child runs ``body(*args)`` and leaves with os._exit: 0 when
+    it returns, 1 after sending any exception as {"error": line} on ``chan``.
+    (A forked child must never return into the caller's code.)"""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
-            for fd in close_in_child:
-                os.close(fd)
-            chan.close()
-            _stage1(launch, child)
+            body(*args)
             code = 0
-        except BaseException as e:  # noqa: BLE001 - a child must never return
+        except BaseException as e:  # noqa: BLE001
             try:
-                child.send(error=error_text(e))
+                chan.send(error=error_text(e))
             except BaseException:
                 pass
         finally:
             os._exit(code)
     return pid
+
+
+def spawn(launch: Launch, chan: Channel, child: Channel, close_in_child: list[int]) -> int:
+    """Fork stage-1; returns its pid. The parent keeps ``chan``."""
+    def body() -> None:
+        for fd in close_in_child:
+            os.close(fd)
+        chan.close()
+        _stage1(launch, child)
+    return fork_child(child, body)
 
 
 def _stage1(launch: Launch, chan: Channel) -> None:
@@ -129,21 +138,13 @@ def _stage1(launch: Launch, chan: Channel) -> None:
         sc.unshare(flags)
     if "time" in plan.new:
         _write_time_offsets(launch.spec)
-    sys.stdout.flush()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            from runtime.init import container_init
-            container_init(launch, chan)  # never returns on success (execve)
-        except BaseException as e:  # noqa: BLE001
-            try:
-                chan.send(error=error_text(e))
-            except BaseException:
-                pass
-        finally:
-            os._exit(code)
+    pid = fork_child(chan, _run_init, launch, chan)
     chan.send(pid=pid)
+
+
+def _run_init(launch: Launch, chan: Channel) -> None:
+    from runtime.init import container_init
+    container_init(launch, chan)  # never returns on success (execve)
 
 
 def _become_root_in_userns() -> None:
