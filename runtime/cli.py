@@ -53,10 +53,18 @@ COMMANDS: dict[str, tuple[list[str], str, str]] = {
     "events": (["interval=", "stats", "help|h"], "<container-id>",
                "display container events such as OOM notifications, cpu, memory, and IO "
                "usage statistics"),
+    # images (runtime/image/): bundles from OCI/docker archives, the layer store
+    "bundle": (["image|i=", "name|n=", "platform=", "driver=", "store=", "tty|t", "keep-rw",
+                "force", "help|h"], "--image REF <bundle-dir> [-- command...]",
+               "write a bundle from an OCI image layout/archive or docker archive"),
+    "images": (["store=", "format|f=", "quiet|q", "help|h"], "[ls | rm <name|id>...]",
+               "list (or forget) the images of the layer store"),
+    "layers": (["store=", "format|f=", "quiet|q", "force", "all", "help|h"],
+               "ls | rm <digest>... | prune", "list, remove or prune the layer store"),
 }
 ALIASES = {"ls": "list"}
 #: verbs whose arguments after the container id belong to another program
-STOP_AT_POSITIONAL = {"exec", "ps"}
+STOP_AT_POSITIONAL = {"exec", "ps", "bundle"}
 
 
 class UsageError(Exception):

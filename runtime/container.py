@@ -244,6 +244,9 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
                 cg.destroy()
             except HakoError as e:
                 log.warn(str(e))
+        if (spec.get("annotations") or {}).get("io.hako.rootfs.driver"):
+            from runtime.image import drivers  # image rootfs: rw layer, fuse-overlayfs
+            drivers.cleanup(c.dir, cid, bundle, spec["annotations"])
         c.remove()
         raise
     finally:
@@ -476,6 +479,9 @@ def _destroy(c: Container) -> None:
     if hooks_cfg and hooks_cfg.get("poststop"):
         from runtime import hooks
         hooks.run_warn("poststop", hooks_cfg, hooks.state_for(c.state, "stopped"))
+    if (c.state.get("annotations") or {}).get("io.hako.rootfs.driver"):
+        from runtime.image import drivers  # image rootfs: rw layer, fuse-overlayfs
+        drivers.cleanup(c.dir, c.id, c.state.get("bundle"), c.state["annotations"])
     c.remove()
 
 

@@ -20,6 +20,8 @@ from runtime.errors import HakoError
 from runtime.procsetup import become, exec_process, set_oom_score, write_file
 from runtime.process import Launch
 from runtime.rootfs import finalize_rootfs, setup_rootfs
+# hako bundle --image: the rootfs driver (cheap: imports nothing until used)
+from runtime.image import drivers as image_drivers
 
 def container_init(launch: Launch, chan: Channel) -> None:
     spec = launch.spec
@@ -66,6 +68,10 @@ def container_init(launch: Launch, chan: Channel) -> None:
         run_hooks.run("createContainer", launch.hooks,
                       run_hooks.state_for(launch.hook_state, "creating", host_pid))
 
+    # [image rootfs] a bundle made by `hako bundle --image`: mount its layers
+    # (overlay / fuse-overlayfs / vfs) on the rootfs, in our namespaces, before
+    # setup_rootfs binds the rootfs onto itself; a no-op for other bundles
+    image_drivers.mount_root(spec, launch.bundle, launch.state_dir)
     setup_rootfs(spec, launch.bundle, rootless=launch.rootless,
                  new_userns="user" in plan.new, new_netns="network" in plan.new,
                  new_cgroupns="cgroup" in plan.new, no_pivot=launch.no_pivot, sc=sc,
