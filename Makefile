@@ -18,7 +18,7 @@ TEST_USER ?= hakotest
 SUBID     := 200000:65536
 PYTEST_ARGS ?=
 
-HOST_PKGS := uidmap busybox-static runc crun fuse-overlayfs slirp4netns passt \
+HOST_PKGS := uidmap busybox-static runc crun fuse-overlayfs umoci slirp4netns passt \
 	libseccomp2 iproute2 procps util-linux python3-venv python3-dev hyperfine golang-github-containers-common
 
 .PHONY: help install host-deps test demo clean bench
