@@ -176,8 +176,13 @@ def test_second_container_reuses_layers_and_delete_cleans(rt, images, driver):
     assert layer_markers(rt) == marks  # no second unpack
     ids = []
     for b in (b1, b2):
-        patch_config(rt, b, ["/bin/sh", "-c", "echo data > /srv/new-file; sleep 60"],
-                     user={"uid": 0, "gid": 0}, cwd="/")
+        # files of another id in a private directory: rootless, only the user
+        # namespace's root can remove them at delete
+        patch_config(rt, b, ["/bin/sh", "-c", "mkdir /srv/sub && echo data > /srv/sub/new-file"
+                             " && chown -R 1000:1000 /srv/sub && chmod 700 /srv/sub; sleep 60"],
+                     user={"uid": 0, "gid": 0}, cwd="/",
+                     capabilities={k: list(CAPS) for k in ("bounding", "effective",
+                                                           "permitted")})
         cid = rt.new_id()
         r = rt.hako("run", "--detach", "--bundle", b, cid, timeout=60)
         assert r.returncode == 0, r.stderr
@@ -188,13 +193,16 @@ def test_second_container_reuses_layers_and_delete_cleans(rt, images, driver):
         rw = b / "rw" / cid
         assert rw.is_dir()
         if driver != "vfs":
-            support.wait_until(lambda: (rw / "upper" / "srv" / "new-file").exists(), 10,
+            support.wait_until(lambda: (rw / "upper" / "srv" / "sub" / "new-file").exists(), 10,
                                what="the write to reach the upper layer")
         else:
-            support.wait_until(lambda: (rw / "root" / "srv" / "new-file").exists(), 10,
+            support.wait_until(lambda: (rw / "root" / "srv" / "sub" / "new-file").exists(), 10,
                                what="the write to reach the private copy")
     fuse = fuse_procs(rt)
     assert len(fuse) == (2 if driver == "fuse-overlayfs" else 0), fuse
+    # exec sees the same root
+    r = rt.hako("exec", ids[0], "cat", "/srv/sub/new-file", timeout=30)
+    assert r.stdout == "data\n", r.stderr
     for b, cid in zip((b1, b2), ids):
         r = rt.hako("delete", "--force", cid, timeout=30)
         assert r.returncode == 0, r.stderr

@@ -408,7 +408,12 @@ def _remove_rw(rw: str, state_dir: str, bundle: str) -> None:
             break
         except (OSError, ValueError):
             continue
-    if m is not None and idmap.has_subids(m):
-        idmap.run_in_userns(m, rmtrees, [rw])
-    else:
+    if m is None or not idmap.has_subids(m):
         rmtrees([rw])
+        return
+    try:
+        rmtrees([rw])  # cheap when the container wrote only as root (= us)
+        return
+    except OSError:
+        pass  # files of other ids: as root of a user namespace with the same mapping
+    idmap.run_in_userns(m, rmtrees, [rw])
