@@ -351,3 +351,20 @@ def test_interrupted_unpack_never_passes_as_complete(rt, hako_session):
     assert (layers / big_hex / "layer.json").exists()
     assert not [x for x in layers.iterdir() if x.name.startswith(".")]
     assert len(list((layers / big_hex / "diff" / "big").iterdir())) == 160
+
+
+def test_same_id_under_another_root_cannot_take_the_rw_layer(rt, images):
+    b, _ = bundle(rt, f"oci:{images['oci']}:test:1", "--driver", "overlay")
+    patch_config(rt, b, ["sleep", "60"], user={"uid": 0, "gid": 0}, cwd="/")
+    cid = rt.new_id()
+    assert rt.hako("run", "--detach", "--bundle", b, cid, timeout=60).returncode == 0
+    other = rt.dir / "other-root"
+    other.mkdir(mode=0o700)
+    rt.chown(other)
+    r = rt.hako("run", "--bundle", b, cid, root=other, timeout=60)
+    assert r.returncode != 0 and "belongs to the container" in r.stderr, r.stderr
+    assert (b / "rw" / cid / "upper").is_dir()  # untouched
+    assert rt.hako("delete", "--force", cid, root=other).returncode == 0
+    assert (b / "rw" / cid / "upper").is_dir()
+    assert rt.hako("delete", "--force", cid).returncode == 0
+    assert not (b / "rw" / cid).exists()

@@ -49,9 +49,34 @@ def _err(msg: str):
 
 def rw_path(bundle: str, ann: dict, cid: str) -> str:
     base = ann.get(ANN_RWDIR) or "rw"
-    if not os.path.isabs(base):
-        base = os.path.join(bundle, base)
-    return os.path.join(base, cid)
+    parts = [p for p in base.split("/") if p not in ("", ".")]
+    if base.startswith("/") or ".." in parts or not parts:
+        raise _err(f"annotation {ANN_RWDIR}: {base!r} must be a directory inside the bundle")
+    return os.path.join(bundle, *parts, cid)
+
+
+OWNER_FILE = ".state-dir"
+
+
+def _claim_rw(rw: str, state_dir: str, keep: bool) -> None:
+    """The read-write layer is ours: refuse one another live container (same
+    id under another --root) uses; remove one left by a container that is gone."""
+    owner = None
+    try:
+        with open(os.path.join(rw, OWNER_FILE)) as f:
+            owner = f.read().strip()
+    except OSError:
+        pass
+    if owner and owner != state_dir and os.path.exists(os.path.join(owner, "state.json")):
+        raise _err(f"read-write layer {rw} belongs to the container of {owner}: delete it "
+                   "first, or use another container id")
+    if os.path.lexists(rw) and not keep:
+        from runtime.image.store import rmtrees
+        rmtrees([rw])  # left by a container that was never deleted
+    os.makedirs(os.path.dirname(rw), mode=0o700, exist_ok=True)
+    os.makedirs(rw, mode=0o700, exist_ok=True)
+    with open(os.path.join(rw, OWNER_FILE), "w") as f:
+        f.write(state_dir + "\n")
 
 
 # ------------------------------------------------------------------ driver choice
@@ -203,11 +228,7 @@ def _mount_root(spec: dict, ann: dict, bundle: str, state_dir: str) -> None:
     keep = ann.get(ANN_KEEP) == "true"
     # nothing we mount may propagate back to the host
     SYS.mount(None, "/", None, MS_SLAVE | MS_REC, None, label="/")
-    if os.path.lexists(rw) and not keep:
-        from runtime.image.store import rmtrees
-        rmtrees([rw])  # left by a container that was never deleted
-    os.makedirs(os.path.dirname(rw), mode=0o700, exist_ok=True)
-    os.makedirs(rw, mode=0o700, exist_ok=True)
+    _claim_rw(rw, os.path.abspath(state_dir), keep)
     if driver == "vfs":
         root = os.path.join(rw, "root")
         done = os.path.join(rw, ".root-complete")
@@ -350,9 +371,20 @@ def cleanup(state_dir: str, cid: str, bundle: str | None, ann: dict) -> None:
         log.warn(f"rootfs: stopping fuse-overlayfs: {e}")
     if ann.get(ANN_KEEP) == "true" or not bundle:
         return
-    rw = rw_path(bundle, ann, cid)
+    try:
+        rw = rw_path(bundle, ann, cid)
+    except Exception as e:  # noqa: BLE001
+        log.warn(f"rootfs: {e}")
+        return
     if not os.path.lexists(rw):
         return
+    try:
+        with open(os.path.join(rw, OWNER_FILE)) as f:
+            owner = f.read().strip()
+        if owner != os.path.abspath(state_dir):
+            return  # another container's (same id, another --root)
+    except OSError:
+        pass
     try:
         _remove_rw(rw, state_dir, bundle)
     except Exception as e:  # noqa: BLE001
