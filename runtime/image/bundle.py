@@ -120,6 +120,13 @@ def make_config(img_config: dict, *, rootless: bool, mapping, args: list[str] | 
     proc["env"] = base + env
     proc["cwd"] = cfg.get("WorkingDir") or "/"
     proc["user"] = resolve_user(cfg.get("User") or "", lowers_top_first)
+    if rootless and not idmap.has_subids(mapping) and (
+            proc["user"]["uid"] or proc["user"]["gid"] or proc["user"].get("additionalGids")):
+        from runtime import log
+        log.warn(f"the image runs as {cfg.get('User')!r} (uid {proc['user']['uid']}), which a "
+                 "user namespace without subordinate ids (/etc/subuid) cannot map: the "
+                 "container runs as root (you) instead")
+        proc["user"] = {"uid": 0, "gid": 0}
     spec["root"] = {"path": "rootfs", "readonly": False}
     ann = dict(cfg.get("Labels") or {})
     if cfg.get("StopSignal"):

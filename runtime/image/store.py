@@ -537,14 +537,18 @@ def _decompressor(blob, what: str):
         return g, g.close
     if head[:4] == b"\x28\xb5\x2f\xfd":
         return _zstd(src, what)
-    if head[:3] == b"BZh":
-        import bz2
-        b = bz2.BZ2File(src, "rb")
-        return b, b.close
-    if head[:6] == b"\xfd7zXZ\x00":
-        import lzma
-        x = lzma.LZMAFile(src, "rb")
-        return x, x.close
+    try:
+        if head[:3] == b"BZh":
+            import bz2
+            b = bz2.BZ2File(src, "rb")
+            return b, b.close
+        if head[:6] == b"\xfd7zXZ\x00":
+            import lzma
+            x = lzma.LZMAFile(src, "rb")
+            return x, x.close
+    except ImportError as e:  # a lean frozen build may lack them (packaging/hako.spec)
+        raise StoreError(f"{what}: this hako cannot decompress it ({e.name} is missing)") \
+            from None
     return src, (lambda: None)
 
 
