@@ -213,8 +213,10 @@ def write_oci_archive(dest: Path, images, **kw) -> Path:
     return Path(dest)
 
 
-def write_docker_archive(dest: Path, images: list[tuple[str | None, "Image"]]) -> Path:
-    """docker save's classic format: <config hex>.json, <id>/layer.tar, manifest.json."""
+def write_docker_archive(dest: Path, images: list[tuple[str | None, "Image"]], *,
+                         blobs: bool = False) -> Path:
+    """docker save's classic format: <config hex>.json, <id>/layer.tar, manifest.json;
+    with *blobs*, docker 25's: every file under blobs/sha256/ (manifest.json still)."""
     manifest = []
     with tarfile.open(dest, "w") as tf:
         def add(name: str, data: bytes) -> None:
@@ -226,21 +228,23 @@ def write_docker_archive(dest: Path, images: list[tuple[str | None, "Image"]]) -
         for name, img in images:
             cfg = img.config_json()
             chex = sha(cfg)[7:]
-            if chex + ".json" not in done:
-                add(chex + ".json", cfg)
-                done.add(chex + ".json")
+            cpath = f"blobs/sha256/{chex}" if blobs else chex + ".json"
+            if cpath not in done:
+                add(cpath, cfg)
+                done.add(cpath)
             paths = []
             parent = ""
             for tar in img.layers:
                 lid = hashlib.sha256((parent + sha(tar)).encode()).hexdigest()
                 parent = lid
-                p = f"{lid}/layer.tar"
+                p = f"blobs/sha256/{sha(tar)[7:]}" if blobs else f"{lid}/layer.tar"
                 if p not in done:
                     add(p, tar)
-                    add(f"{lid}/VERSION", b"1.0")
+                    if not blobs:
+                        add(f"{lid}/VERSION", b"1.0")
                     done.add(p)
                 paths.append(p)
-            manifest.append({"Config": chex + ".json", "RepoTags": [name] if name else None,
+            manifest.append({"Config": cpath, "RepoTags": [name] if name else None,
                              "Layers": paths})
         add("manifest.json", json.dumps(manifest).encode())
     return Path(dest)

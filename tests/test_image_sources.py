@@ -72,6 +72,13 @@ def test_docker_archive_names(rt):
     assert _run(rt, b) == "bb\n"
     b, _ = bundle(rt, str(arc), "--name", "example.com/app:2", name="b2")
     assert _run(rt, b) == "app\n"
+    # docker 25's layout of the same archive: blobs/sha256/ paths in manifest.json
+    arc2 = ib.write_docker_archive(rt.dir / "d2.tar", [("new:1", _marker_image(rt, "amd64",
+                                                                             "new\n"))],
+                                   blobs=True)
+    rt.chown(arc2)
+    b, _ = bundle(rt, f"docker-archive:{arc2}", name="b4")
+    assert _run(rt, b) == "new\n"
     # a legacy layer.tar whose content does not match the config's diff_id
     good = ib.write_docker_archive(rt.dir / "good.tar", [("bad:1", _marker_image(rt, "amd64",
                                                                                "original\n"))])
