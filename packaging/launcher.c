@@ -24,7 +24,8 @@
  * Cache root: $HAKO_CACHE_DIR, else /var/cache/hako for euid 0, else
  * $XDG_CACHE_HOME/hako or $HOME/.cache/hako (also the fallback for an euid 0
  * that cannot use /var/cache/hako, e.g. root in a rootless user namespace).
- * The root must be owned by the euid with no group/other access; every
+ * The root must be owned by the euid, with no group/other access for users
+ * (0700) and no group/other write for root (0755, see DIR_MODE); every
  * directory above it must be owned by root or the euid and not writable by
  * others unless sticky. As root, unpacked files and subdirectories get the
  * immutable attribute (best effort), which even a root container process
@@ -55,7 +56,7 @@ extern char **environ;
 
 #define TRAILER_MAGIC "HAKOSFX1"
 #define ARCHIVE_MAGIC "HAKOARC1"
-#define STAMP_MAGIC "hako-cache 1 "
+#define STAMP_MAGIC "hako-cache 2 "   /* 2: root's caches 0755 (1: 0700) */
 #define STAMP_NAME ".stamp"
 #define EXE_NAME "hako"
 #define NAME_HEX 32          /* cache directory name: 128 bits of the hash */
@@ -63,6 +64,14 @@ extern char **environ;
 #define MAX_STAMP (1 << 20)
 
 static uid_t euid;
+/* Users' caches are private (0700). Root's are root-owned and writable by no one
+ * else but readable by all (0755, files 0555/0444): a container init in a user
+ * namespace mapped to other host uids still reads (imports from) the build it
+ * was forked from. The content is that of dist/hako, which is public anyway. */
+#define DIR_MODE (euid == 0 ? 0755 : 0700)
+#define EXE_MODE (euid == 0 ? 0555 : 0500)
+#define DATA_MODE (euid == 0 ? 0444 : 0400)
+#define FORBIDDEN_BITS (euid == 0 ? 022 : 077)
 static char hexhash[65];
 static int verbose;
 
@@ -282,6 +291,35 @@ static void remove_tree(int dirfd, const char *name)
 
 /* ------------------------------------------------------------- cache root */
 
+/* Inside a user namespace (rootless Podman runs runtimes as uid 0 in one), the
+ * host's root shows as the overflow uid: trust it for the directories above the
+ * cache (/, /home, ...) there, as root is trusted outside. */
+static int trusted_owner(uid_t uid)
+{
+    static long overflow = -2;
+    if (uid == 0 || uid == euid)
+        return 1;
+    if (overflow == -2) {
+        overflow = -1;
+        char map[128] = "";
+        int fd = open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, map, sizeof(map) - 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        unsigned long a, b, c;
+        int initial = n > 0 && (map[n] = '\0', sscanf(map, "%lu %lu %lu", &a, &b, &c) == 3) &&
+                      a == 0 && b == 0 && c == 4294967295UL;
+        fd = initial ? -1 : open("/proc/sys/kernel/overflowuid", O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            char buf[32] = "";
+            if (read(fd, buf, sizeof(buf) - 1) > 0)
+                overflow = strtol(buf, NULL, 10);
+            close(fd);
+        }
+    }
+    return overflow >= 0 && uid == (uid_t)overflow;
+}
+
 static int dir_ok(int fd, const char *what, int final, char *why, size_t whylen)
 {
     struct stat st;
@@ -295,21 +333,21 @@ static int dir_ok(int fd, const char *what, int final, char *why, size_t whylen)
                      (unsigned)euid);
             return 0;
         }
-        if (st.st_mode & 077) {
-            /* ours: make it private (a directory made by hand or an old umask) */
+        if ((st.st_mode & FORBIDDEN_BITS) || (euid == 0 && (st.st_mode & 0777) != 0755)) {
+            /* ours: fix it (a directory made by hand or under an old umask) */
             int rfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            int ok = rfd >= 0 && fchmod(rfd, 0700) == 0;
+            int ok = rfd >= 0 && fchmod(rfd, DIR_MODE) == 0;
             if (rfd >= 0)
                 close(rfd);
             if (!ok) {
-                snprintf(why, whylen, "%s has mode %o and cannot be made 0700", what,
-                         (unsigned)(st.st_mode & 07777));
+                snprintf(why, whylen, "%s has mode %o and cannot be made %o", what,
+                         (unsigned)(st.st_mode & 07777), (unsigned)DIR_MODE);
                 return 0;
             }
         }
         return 1;
     }
-    if (st.st_uid != 0 && st.st_uid != euid) {
+    if (!trusted_owner(st.st_uid)) {
         snprintf(why, whylen, "%s is owned by uid %u (neither root nor %u)", what,
                  (unsigned)st.st_uid, (unsigned)euid);
         return 0;
@@ -322,7 +360,7 @@ static int dir_ok(int fd, const char *what, int final, char *why, size_t whylen)
 }
 
 /* Open an absolute directory path one component at a time, never following a
- * symlink, checking every directory; create missing components (0700). The
+ * symlink, checking every directory; create missing components. The
  * path is canonicalised first, so symlinks in it (/home -> /usr/home) are
  * resolved once and the walk then checks what they pointed to. */
 static int open_cache_root(const char *path, char *why, size_t whylen)
@@ -378,7 +416,10 @@ static int open_cache_root(const char *path, char *why, size_t whylen)
         snprintf(walked + wl, sizeof(walked) - wl, "/%s", comp);
         int nfd = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (nfd < 0 && errno == ENOENT) {
-            if (mkdirat(fd, comp, 0700) != 0 && errno != EEXIST) {
+            /* root: 0755 (a missing /var/cache as usual, the cache as above);
+             * users: 0700 (~/.cache private, as XDG asks) */
+            mode_t mode = DIR_MODE;
+            if (mkdirat(fd, comp, mode) != 0 && errno != EEXIST) {
                 snprintf(why, whylen, "creating %s: %s", walked, strerror(errno));
                 close(fd);
                 return -1;
@@ -466,6 +507,11 @@ static int verify(int rootfd, const char *name, int *exefd, char *why, size_t wh
     int rc = -1, have_exe = 0, have_top = 0;
     char line[PATH_MAX + 256];
     char *p = stamp, *nl = strchr(p, '\n');
+    if (nl && !strncmp(p, "hako-cache ", 11) && strncmp(p, STAMP_MAGIC, strlen(STAMP_MAGIC))) {
+        snprintf(why, whylen, "unpacked by another version of the launcher");
+        rc = -2;   /* not tampering: unpack again quietly */
+        goto out;
+    }
     if (!nl || strncmp(p, STAMP_MAGIC, strlen(STAMP_MAGIC)) ||
         (size_t)(nl - p) != strlen(STAMP_MAGIC) + 64 ||
         strncmp(p + strlen(STAMP_MAGIC), hexhash, 64)) {
@@ -505,7 +551,7 @@ static int verify(int rootfd, const char *name, int *exefd, char *why, size_t wh
         }
         if (top) {
             have_top = 1;
-            if (es.st_uid != euid || (es.st_mode & 077)) {
+            if (es.st_uid != euid || (es.st_mode & FORBIDDEN_BITS)) {
                 snprintf(why, whylen, "directory is not private");
                 goto out;
             }
@@ -594,7 +640,7 @@ static void unpack(int rootfd, const char *name)
     char tmp[NAME_HEX + 64];
     snprintf(tmp, sizeof(tmp), ".tmp-%s-%d", name, (int)getpid());
     remove_tree(rootfd, tmp);
-    if (mkdirat(rootfd, tmp, 0700) != 0)
+    if (mkdirat(rootfd, tmp, DIR_MODE) != 0)
         die("creating %s: %s", tmp, strerror(errno));
     int tfd = openat(rootfd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (tfd < 0)
@@ -625,12 +671,12 @@ static void unpack(int rootfd, const char *name)
         if (!path || strlen(path) != pl || !safe_relpath(path) || !strcmp(path, STAMP_NAME))
             die("unsafe path in archive");
         if (type == 'd') {
-            if (mkdirat(tfd, path, 0700) != 0)
+            if (mkdirat(tfd, path, DIR_MODE) != 0)
                 die("unpacking %s: %s", path, strerror(errno));
         } else if (type == 'f') {
             int fd = openat(tfd, path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
             if (fd < 0 || write_full(fd, p, size) != 0 ||
-                fchmod(fd, (mode & 0111) ? 0500 : 0400) != 0 || close(fd) != 0)
+                fchmod(fd, (mode & 0111) ? EXE_MODE : DATA_MODE) != 0 || close(fd) != 0)
                 die("unpacking %s: %s", path, strerror(errno));
             p += size;
         } else {
@@ -665,7 +711,8 @@ static void unpack(int rootfd, const char *name)
             }
         }
     }
-    int wfd = openat(tfd, STAMP_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400);
+    int wfd = openat(tfd, STAMP_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                     DATA_MODE);
     if (wfd < 0 || stamp_tree(tfd, ents, n, wfd) != 0 || fsync(wfd) != 0)
         die("writing the stamp: %s", strerror(errno));
     if (euid == 0)
@@ -814,7 +861,7 @@ int main(int argc, char **argv)
             debug("cache %s/%s: %s", cand[c], name, why);
 
         /* slow path: one unpacker at a time per cache root */
-        mode_t old_umask = umask(077);
+        mode_t old_umask = umask(FORBIDDEN_BITS);
         int lock = openat(rootfd, ".lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (lock < 0 || flock(lock, LOCK_EX) != 0) {
             snprintf(why, sizeof(why), "%s/.lock: %s", cand[c], strerror(errno));
@@ -826,12 +873,11 @@ int main(int argc, char **argv)
         }
         r = verify(rootfd, name, &exefd, why, sizeof(why));   /* someone else may have done it */
         if (r != 0) {
-            if (r == -1) {
-                char stale[NAME_HEX + 64];
-                snprintf(stale, sizeof(stale), ".stale-%s-%d", name, (int)getpid());
-                if (renameat(rootfd, name, rootfd, stale) != 0)
-                    remove_tree(rootfd, name);
-            }
+            /* whatever is there is unusable: move it aside (GC removes it when unused) */
+            char stale[NAME_HEX + 64];
+            snprintf(stale, sizeof(stale), ".stale-%s-%d", name, (int)getpid());
+            if (renameat(rootfd, name, rootfd, stale) != 0 && errno != ENOENT)
+                remove_tree(rootfd, name);
             collect_garbage(rootfd, name);
             debug("unpacking into %s/%s", cand[c], name);
             unpack(rootfd, name);

@@ -130,19 +130,55 @@ def test_second_call_does_not_unpack_again(cache):
 
 
 def test_cache_is_private(cache):
+    """Users: 0700, files 0500/0400. Root: root-owned, writable by no one else, but
+    readable (0755, 0555/0444): a container init in a user namespace mapped to other
+    host uids imports from the build it was forked from."""
     assert run("--version", cache=cache).returncode == 0
     uid = os.geteuid()
+    dir_mode, forbidden = (0o755, 0o022) if uid == 0 else (0o700, 0o077)
     for d in (cache, build_dir(cache)):
         st = d.lstat()
         assert stat.S_ISDIR(st.st_mode) and st.st_uid == uid
-        assert stat.S_IMODE(st.st_mode) == 0o700, f"{d}: {oct(st.st_mode)}"
+        assert stat.S_IMODE(st.st_mode) == dir_mode, f"{d}: {oct(st.st_mode)}"
     for p in build_dir(cache).rglob("*"):
         st = p.lstat()
         assert not stat.S_ISLNK(st.st_mode), p
         assert st.st_uid == uid, p
-        assert stat.S_IMODE(st.st_mode) & 0o077 == 0, f"{p}: {oct(st.st_mode)}"
+        assert stat.S_IMODE(st.st_mode) & forbidden == 0, f"{p}: {oct(st.st_mode)}"
         if stat.S_ISREG(st.st_mode):
             assert stat.S_IMODE(st.st_mode) & 0o222 == 0, f"{p} is writable: {oct(st.st_mode)}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root's cache only")
+def test_root_cache_is_readable_by_other_uids():
+    """What `run` of a user-namespaced container (uid 0 -> host 300000) needs: its
+    init is forked from hako and imports from the cached build as that uid."""
+    import tempfile
+    base = Path(tempfile.mkdtemp(prefix="hako-pkg-"))  # /tmp: searchable by others
+    try:
+        base.chmod(0o755)
+        cache = base / "cache"
+        assert run("--version", cache=cache).returncode == 0
+        exe = build_dir(cache) / "hako"
+        r = subprocess.run(["setpriv", "--reuid=300000", "--regid=300000", "--clear-groups",
+                            "--", "head", "-c", "4", str(exe)], capture_output=True, timeout=30)
+        assert r.returncode == 0 and r.stdout == b"\x7fELF", r.stderr
+    finally:
+        make_mutable(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_cache_of_an_older_launcher_is_replaced_quietly(cache):
+    assert run("--version", cache=cache).returncode == 0
+    d = build_dir(cache)
+    make_mutable(d)
+    stamp = d / ".stamp"
+    text = stamp.read_text()
+    stamp.chmod(0o600)
+    stamp.write_text(text.replace("hako-cache 2 ", "hako-cache 1 ", 1))
+    r = run("--version", cache=cache)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert (build_dir(cache) / ".stamp").read_text().startswith("hako-cache 2 ")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the immutable attribute is set for root only")
@@ -306,7 +342,7 @@ def test_root_default_cache_location():
     assert r.returncode == 0, r.stderr
     root = Path("/var/cache/hako")
     st = root.stat()
-    assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o700
+    assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o755
     assert build_dir_of(root, BINARY).is_dir()
 
 
