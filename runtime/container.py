@@ -175,7 +175,13 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
             elif "pid" in msg:
                 init_pid = int(msg["pid"])
                 if place_init:
-                    cg.enter(init_pid)  # before "go": no user code runs outside it
+                    try:
+                        cg.enter(init_pid)  # before "go": no user code runs outside it
+                    except HakoError as e:
+                        # ESRCH: the init failed (e.g. executable not found) and
+                        # exited meanwhile; its own error follows on the channel
+                        if getattr(e, "errno", 0) != 3:
+                            raise
                 process.wait_child(stage1)
                 stage1 = 0
             elif "error" in msg:
