@@ -5,7 +5,8 @@ class HakoError(Exception):
     """A failure the user can act on; str() is the whole message, one line."""
 
     def __init__(self, msg: str, code: int = 1) -> None:
-        super().__init__(msg)
+        # one line whatever a message quotes (a config value may hold newlines)
+        super().__init__(msg.replace("\r", "\\r").replace("\n", "\\n"))
         self.code = code
 
 
