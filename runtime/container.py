@@ -14,6 +14,8 @@ from runtime.errors import ContainerNotExist, HakoError
 from runtime.state import FIFO, Container, proc_stat, state_root
 
 OCI_VERSION = "1.3.0"
+#: in the container's directory while create runs: what to undo if it dies
+CREATING = "creating.json"
 
 
 def _now_rfc3339() -> str:
@@ -126,13 +128,21 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
             net.prepare()
         place_init = False
         if cg is not None:
+            # recorded before it exists: if hako dies mid-create, `delete` of the
+            # leftover directory still finds the cgroup (see _remove_stale)
+            from runtime import fastjson
+            with open(os.path.join(c.dir, CREATING), "w") as f:
+                f.write(fastjson.dumps({"cgroup": cg.to_state()}))
             cg.create()
             cg.apply((spec.get("linux") or {}).get("resources") or {})
             # The first write to cgroup.procs waits for an RCU grace period (~14 ms
             # here). With a cgroup namespace (its root is fixed at unshare) or
-            # hooks (they may look), stage-1 joins before anything else; otherwise
-            # the parent moves the init while it sets up its rootfs, in parallel.
-            if "cgroup" in launch.plan.new or launch.hook_sync:
+            # hooks (they may look), or a cgroup mount on a v1/hybrid host (the
+            # init binds the cgroup it is in), stage-1 joins before anything else;
+            # otherwise the parent moves the init while it sets up its rootfs.
+            if "cgroup" in launch.plan.new or launch.hook_sync or (
+                    any(m.get("type") == "cgroup" for m in spec.get("mounts") or ())
+                    and not os.path.exists("/sys/fs/cgroup/cgroup.controllers")):
                 launch.cgroup = cg
             else:
                 place_init = True
@@ -217,6 +227,8 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
             },
         }
         c.save()
+        if cg is not None:
+            os.unlink(CREATING, dir_fd=c.dirfd)
         # exec starts from the container's own process settings
         from runtime import fastjson
         with open(os.path.join(c.dir, "config.json"), "w") as f:
@@ -456,6 +468,21 @@ def _remove_stale(root: str, cid: str) -> None:
         if os.path.exists(os.path.join(path, "network.json")):  # hooks/network.py
             from hooks.network import cleanup
             cleanup(path)
+        try:
+            with open(os.path.join(path, CREATING), "rb") as f:
+                from runtime import fastjson
+                cgroup = fastjson.loads(f.read()).get("cgroup")
+        except (OSError, ValueError):
+            cgroup = None
+        if cgroup:
+            from runtime.cgroups import manager_from_state
+            mgr = manager_from_state(cgroup)
+            try:
+                mgr.kill_all(9)
+                mgr.wait_empty(5)
+                mgr.destroy()
+            except HakoError as e:
+                log.warn(str(e))
         for name in os.listdir(path):
             try:
                 os.unlink(os.path.join(path, name))

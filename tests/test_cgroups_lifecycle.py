@@ -148,3 +148,25 @@ def test_systemd_cgroup_is_a_clear_error(rt):
     assert r.returncode != 0 and "--systemd-cgroup" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (rt.state_dir / cid).exists()
+
+
+def test_hako_killed_mid_create_leaves_nothing_after_delete(rt):
+    """SIGKILL of hako while a hook runs: the init dies at EOF; `delete --force`
+    of the leftover directory removes the cgroup recorded before it was made."""
+    root_only(rt)
+    import signal
+    cid = rt.new_id()
+    bundle = rt.bundle(["true"], patch={"hooks": {"createRuntime": [
+        {"path": "/bin/sleep", "args": ["sleep", "30"]}]}})
+    p = rt.popen(rt.hako_argv("create", "--bundle", bundle, cid))
+    marker = rt.state_dir / cid / "creating.json"
+    support.wait_until(lambda: marker.exists(), what="create to record its cgroup")
+    cg = json.loads(marker.read_text())["cgroup"]
+    paths = list(cg["paths"].values())
+    support.wait_until(lambda: all(os.path.isdir(x) for x in paths), what="the cgroup")
+    os.killpg(p.pid, signal.SIGKILL)  # hako and its hook (same process group)
+    p.wait(timeout=10)
+    assert rt.hako("delete", "--force", cid).returncode == 0
+    assert not (rt.state_dir / cid).exists()
+    support.wait_until(lambda: not any(os.path.exists(x) for x in paths),
+                       what="the cgroup to be removed")
