@@ -4,6 +4,7 @@ without an engine, deterministically.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -32,7 +33,12 @@ def test_init_error_wins_over_a_late_cgroup_move(rt):
     process" instead of "executable file not found" about half the time: the
     init failed before the parent had moved it into its cgroup."""
     cid = rt.new_id()
-    bundle = rt.bundle(["no-such-program"], patch={"linux": {"cgroupsPath": f"/{cid}"}})
+
+    def patch(cfg):  # containerd's spec has no cgroup mount: the parent moves the init
+        cfg["linux"]["cgroupsPath"] = f"/{cid}"
+        cfg["mounts"] = [m for m in cfg["mounts"] if m["type"] != "cgroup"]
+
+    bundle = rt.bundle(["no-such-program"], patch=patch)
     code = SLOW_CGROUP_MOVE.format(repo=str(support.REPO))
     r = rt.run([sys.executable, "-I", "-S", "-c", code, "--root", rt.state_dir,
                 "create", "--bundle", bundle, cid])
@@ -40,3 +46,22 @@ def test_init_error_wins_over_a_late_cgroup_move(rt):
     assert 'exec: "no-such-program": executable file not found in $PATH' in r.stderr, r.stderr
     assert "cgroup.procs" not in r.stderr
     assert not (rt.state_dir / cid).exists()
+
+
+@pytest.mark.parametrize("mode", ["root"], indirect=True)
+def test_cgroup_mount_shows_the_containers_own_cgroup(rt):
+    """podman/docker `update --memory` looked ignored from inside: without a
+    cgroup namespace on cgroup v1, the init binds *its own* cgroup at
+    /sys/fs/cgroup/<controller> -- it must be in the container's cgroup by
+    then, not still in its parent's while the parent moves it."""
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        pytest.skip("cgroup v2 host: a cgroup2 mount shows the whole hierarchy")
+    cid = rt.new_id()
+    bundle = rt.bundle(["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"],
+                       patch={"linux": {"cgroupsPath": f"/{cid}",
+                                        "resources": {"memory": {"limit": 64 << 20}}}})
+    code = SLOW_CGROUP_MOVE.format(repo=str(support.REPO))
+    r = rt.run([sys.executable, "-I", "-S", "-c", code, "--root", rt.state_dir,
+                "run", "--bundle", bundle, cid])
+    assert r.returncode == 0, r
+    assert r.stdout.strip() == str(64 << 20), r.stdout
