@@ -424,16 +424,21 @@ def hook_entries(state_dir: str) -> dict[str, dict]:
     """The two hooks that run this module as a script: createRuntime starts the
     supervisor, createContainer hands it the container's namespaces."""
     script = os.path.abspath(__file__)
-    if getattr(sys, "frozen", False) or not os.path.isfile(script):
-        python = helper_python()
-    else:
-        python = os.path.realpath(sys.executable) if sys.executable else helper_python()
     env = [f"PATH={os.environ.get('PATH') or DEFAULT_PATH}"]
+    frozen = getattr(sys, "frozen", False)
+    if frozen:
+        # the frozen hako runs the hook itself (`hako network-hook`): the
+        # single-file launcher names its own path in HAKO_LAUNCHER
+        exe = os.environ.get("HAKO_LAUNCHER") or os.path.realpath(sys.executable)
+        head = [exe, "network-hook"]
+    else:
+        exe = (os.path.realpath(sys.executable) if sys.executable and os.path.isfile(script)
+               else helper_python())
+        head = [exe, "-I", "-S", script]
     out = {}
     for kind, phase in (("createRuntime", "runtime"), ("createContainer", "container")):
-        out[kind] = {"path": python,
-                     "args": [python, "-I", "-S", script, "--phase", phase,
-                              "--state-dir", state_dir],
+        out[kind] = {"path": exe,
+                     "args": head + ["--phase", phase, "--state-dir", state_dir],
                      "env": env, "timeout": int(READY_TIMEOUT + 15)}
     return out
 

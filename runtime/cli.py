@@ -171,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(_usage())
         return 0 if g.get("help") else 2
     verb = ALIASES.get(rest[0], rest[0])
+    if verb == "network-hook":
+        # hidden: the built-in networking OCI hook, for a frozen hako that has no
+        # python3 + hooks/network.py on disk to name in config.json
+        from hooks.network import main as network_hook
+        return network_hook(rest[1:])
     if verb == "help":
         sys.stdout.write(_usage() if len(rest) < 2 or rest[1] not in COMMANDS
                          else _command_usage(rest[1]))
