@@ -137,15 +137,14 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
             cg.apply((spec.get("linux") or {}).get("resources") or {})
             # The first write to cgroup.procs waits for an RCU grace period (~14 ms
             # here). With a cgroup namespace (its root is fixed at unshare) or
-            # hooks (they may look), or a cgroup mount on a v1/hybrid host (the
-            # init binds the cgroup it is in), stage-1 joins before anything else;
-            # otherwise the parent moves the init while it sets up its rootfs.
-            if "cgroup" in launch.plan.new or launch.hook_sync or (
-                    any(m.get("type") == "cgroup" for m in spec.get("mounts") or ())
-                    and not os.path.exists("/sys/fs/cgroup/cgroup.controllers")):
+            # hooks (they may look), stage-1 joins before anything else; otherwise
+            # the parent moves the init while it sets up its rootfs, and the init's
+            # cgroup mount binds the container's cgroups by name (cgroup_dirs).
+            if "cgroup" in launch.plan.new or launch.hook_sync:
                 launch.cgroup = cg
             else:
                 place_init = True
+                launch.cgroup_dirs = cg.to_state().get("paths")
         if (spec.get("process") or {}).get("terminal") and not console_socket:
             import socket
             console_parent, console_child = socket.socketpair(

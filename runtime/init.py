@@ -75,7 +75,7 @@ def container_init(launch: Launch, chan: Channel) -> None:
     setup_rootfs(spec, launch.bundle, rootless=launch.rootless,
                  new_userns="user" in plan.new, new_netns="network" in plan.new,
                  new_cgroupns="cgroup" in plan.new, no_pivot=launch.no_pivot, sc=sc,
-                 before_pivot=before_pivot)
+                 before_pivot=before_pivot, cgroup_dirs=launch.cgroup_dirs)
     # the cwd is made (as runc does) before root.readonly takes effect
     cwd = proc.get("cwd") or "/"
     try:

@@ -43,6 +43,9 @@ class Launch:
         self.preserve_fds = preserve_fds
         self.console_socket = console_socket
         self.cgroup = None  # runtime.cgroups Manager: stage-1 joins it first
+        #: v1 controller -> the container's cgroup dir, when the parent moves the
+        #: init there in parallel (the init's cgroup mount binds these)
+        self.cgroup_dirs: dict[str, str] | None = None
         #: run in the foreground: the socketpair end the init sends the pty on
         self.console_fd = -1
         #: O_PATH fd of the container's state dir, opened by the parent: the init

@@ -216,6 +216,7 @@ class _Ctx:
         self.new_netns = new_netns
         self.new_cgroupns = new_cgroupns
         self.sc = sc
+        self.cgroup_dirs: dict[str, str] | None = None
         self.userns = rootless or new_userns  # mknod / sysfs / cgroup limits apply
         label = (spec.get("linux") or {}).get("mountLabel") or ""
         self.mount_label = label if label and os.path.exists("/sys/fs/selinux/enforce") else ""
@@ -338,9 +339,14 @@ def rootfs_path(spec: dict, bundle: str) -> str:
 
 def setup_rootfs(spec: dict, bundle: str, *, rootless: bool, new_userns: bool, new_netns: bool,
                  new_cgroupns: bool, no_pivot: bool, sc: Syscalls = SYS,
-                 before_pivot: Callable[[], None] | None = None) -> None:
+                 before_pivot: Callable[[], None] | None = None,
+                 cgroup_dirs: dict[str, str] | None = None) -> None:
     """Everything from mount propagation to pivot_root. On return, cwd and root
     are the container's '/'.
+
+    ``cgroup_dirs`` (controller -> host directory) names the container's v1
+    cgroups when this process has not been moved into them yet (the parent
+    does that in parallel); without it the cgroups this process is in are used.
 
     ``before_pivot`` (optional) runs after mounts and devices, with cwd in the
     rootfs, right before pivot_root: where runc runs createContainer hooks.
@@ -380,6 +386,7 @@ def setup_rootfs(spec: dict, bundle: str, *, rootless: bool, new_userns: bool, n
     # after the bind: the fd is on the new mount
     ctx = _Ctx(spec, bundle, rootfs, os.open(rootfs, _DIR), rootless=rootless,
                new_userns=new_userns, new_netns=new_netns, new_cgroupns=new_cgroupns, sc=sc)
+    ctx.cgroup_dirs = cgroup_dirs
     try:
         # 2. mounts
         setup_dev = True
@@ -850,6 +857,7 @@ def _cgroup_v1(ctx: _Ctx, i: int, dest: str, flags: int, opts: MountOptions,
         os.close(fd)
     ctx.propagate(i, dest, opts.propagation)
     own = None if ctx.new_cgroupns else _own_cgroups()
+    dirs = ctx.cgroup_dirs or {}
     for h in hierarchies:
         if own is not None and h.fstype == "cgroup2":
             continue  # runc binds the v1 hierarchies only
@@ -863,13 +871,15 @@ def _cgroup_v1(ctx: _Ctx, i: int, dest: str, flags: int, opts: MountOptions,
                     ctx.mount(i, "cgroup", sfd, "cgroup", DEFAULT_MOUNT_FLAGS | ro,
                               ",".join(h.controllers), sub)
                 continue
-            key = _own_key(own, h.controllers)
-            path = own.get(key) if key is not None else None
-            if path is None:
-                raise RootfsError(f"mounts[{i}]: cgroup hierarchy {h.name}: this process is "
-                                  f"not in it ({PROC_CGROUP})", errno.ENOENT)
-            rel = os.path.relpath(path, h.root) if h.root != "/" else path.lstrip("/")
-            source = h.mountpoint if rel in ("", ".") else f"{h.mountpoint}/{rel}"
+            source = next((dirs[c] for c in h.controllers if c in dirs), None)
+            if source is None:
+                key = _own_key(own, h.controllers)
+                path = own.get(key) if key is not None else None
+                if path is None:
+                    raise RootfsError(f"mounts[{i}]: cgroup hierarchy {h.name}: this process "
+                                      f"is not in it ({PROC_CGROUP})", errno.ENOENT)
+                rel = os.path.relpath(path, h.root) if h.root != "/" else path.lstrip("/")
+                source = h.mountpoint if rel in ("", ".") else f"{h.mountpoint}/{rel}"
             ctx.bind(i, source, sfd, sub, flags | MS_BIND | MS_REC, opts.cleared,
                      opts.propagation)
         finally:
