@@ -9,7 +9,7 @@
  * First call (per user and build): unpack into a private cache directory
  *   <cache root>/<first 32 hex digits of the payload's SHA-256>/
  * after checking the payload against its SHA-256, then record a stamp: the
- * inode, size, mode, owner, link count, mtime and ctime of every unpacked
+ * inode, size, mode, link count, mtime and ctime of every unpacked
  * entry. Every call: walk to the cache with O_NOFOLLOW directory fds, check
  * owner and mode of every directory on the way, compare each entry with the
  * stamp (one fstatat each, ~20 us in all) and exec the cached executable
@@ -56,7 +56,7 @@ extern char **environ;
 
 #define TRAILER_MAGIC "HAKOSFX1"
 #define ARCHIVE_MAGIC "HAKOARC1"
-#define STAMP_MAGIC "hako-cache 2 "   /* 2: root's caches 0755 (1: 0700) */
+#define STAMP_MAGIC "hako-cache 3 "   /* 3: no owner in the entries, root's caches 0755 */
 #define STAMP_NAME ".stamp"
 #define EXE_NAME "hako"
 #define NAME_HEX 32          /* cache directory name: 128 bits of the hash */
@@ -64,14 +64,16 @@ extern char **environ;
 #define MAX_STAMP (1 << 20)
 
 static uid_t euid;
+static int host_root;   /* euid 0 in the initial user namespace */
 /* Users' caches are private (0700). Root's are root-owned and writable by no one
  * else but readable by all (0755, files 0555/0444): a container init in a user
  * namespace mapped to other host uids still reads (imports from) the build it
- * was forked from. The content is that of dist/hako, which is public anyway. */
-#define DIR_MODE (euid == 0 ? 0755 : 0700)
-#define EXE_MODE (euid == 0 ? 0555 : 0500)
-#define DATA_MODE (euid == 0 ? 0444 : 0400)
-#define FORBIDDEN_BITS (euid == 0 ? 022 : 077)
+ * was forked from. The content is that of dist/hako, which is public anyway.
+ * Root of a user namespace (rootless Podman) counts as the user it is. */
+#define DIR_MODE (host_root ? 0755 : 0700)
+#define EXE_MODE (host_root ? 0555 : 0500)
+#define DATA_MODE (host_root ? 0444 : 0400)
+#define FORBIDDEN_BITS (host_root ? 022 : 077)
 static char hexhash[65];
 static int verbose;
 
@@ -210,16 +212,16 @@ static int write_full(int fd, const void *buf, size_t len)
 }
 
 /* One stamp line for an entry. The top directory is renamed into place after
- * stamping (which changes its ctime), so only its identity, mode and owner
- * count; everything inside is stamped in full. */
+ * stamping (which changes its ctime), so only its mode counts; everything
+ * inside is stamped in full. Owners are checked separately against the euid,
+ * not recorded: rootless Podman runs us as root of a user namespace, where the
+ * same files show another uid (chown changes the ctime anyway). */
 static int fingerprint(char *out, size_t cap, const char *path, const struct stat *st, int top)
 {
     if (top)
-        return snprintf(out, cap, "%s %o %u %u\n", path, (unsigned)st->st_mode,
-                        (unsigned)st->st_uid, (unsigned)st->st_gid);
-    return snprintf(out, cap, "%s %o %u %u %lu %lld %llu %lld.%09ld %lld.%09ld\n", path,
-                    (unsigned)st->st_mode, (unsigned)st->st_uid, (unsigned)st->st_gid,
-                    (unsigned long)st->st_nlink, (long long)st->st_size,
+        return snprintf(out, cap, "%s %o\n", path, (unsigned)st->st_mode);
+    return snprintf(out, cap, "%s %o %lu %lld %llu %lld.%09ld %lld.%09ld\n", path,
+                    (unsigned)st->st_mode, (unsigned long)st->st_nlink, (long long)st->st_size,
                     (unsigned long long)st->st_ino,
                     (long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec,
                     (long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
@@ -264,7 +266,7 @@ static void remove_tree(int dirfd, const char *name)
     int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd >= 0) {
         struct stat st;
-        if (euid == 0)
+        if (host_root)
             set_immutable(fd, 0);
         if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
             int dfd = dup(fd);
@@ -294,6 +296,22 @@ static void remove_tree(int dirfd, const char *name)
 /* Inside a user namespace (rootless Podman runs runtimes as uid 0 in one), the
  * host's root shows as the overflow uid: trust it for the directories above the
  * cache (/, /home, ...) there, as root is trusted outside. */
+static int initial_userns(void)
+{
+    static int initial = -1;
+    if (initial < 0) {
+        char map[128] = "";
+        int fd = open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, map, sizeof(map) - 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        unsigned long a, b, c;
+        initial = n > 0 && (map[n] = '\0', sscanf(map, "%lu %lu %lu", &a, &b, &c) == 3) &&
+                  a == 0 && b == 0 && c == 4294967295UL;
+    }
+    return initial;
+}
+
 static int trusted_owner(uid_t uid)
 {
     static long overflow = -2;
@@ -301,15 +319,7 @@ static int trusted_owner(uid_t uid)
         return 1;
     if (overflow == -2) {
         overflow = -1;
-        char map[128] = "";
-        int fd = open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC);
-        ssize_t n = fd >= 0 ? read(fd, map, sizeof(map) - 1) : -1;
-        if (fd >= 0)
-            close(fd);
-        unsigned long a, b, c;
-        int initial = n > 0 && (map[n] = '\0', sscanf(map, "%lu %lu %lu", &a, &b, &c) == 3) &&
-                      a == 0 && b == 0 && c == 4294967295UL;
-        fd = initial ? -1 : open("/proc/sys/kernel/overflowuid", O_RDONLY | O_CLOEXEC);
+        int fd = initial_userns() ? -1 : open("/proc/sys/kernel/overflowuid", O_RDONLY | O_CLOEXEC);
         if (fd >= 0) {
             char buf[32] = "";
             if (read(fd, buf, sizeof(buf) - 1) > 0)
@@ -333,7 +343,7 @@ static int dir_ok(int fd, const char *what, int final, char *why, size_t whylen)
                      (unsigned)euid);
             return 0;
         }
-        if ((st.st_mode & FORBIDDEN_BITS) || (euid == 0 && (st.st_mode & 0777) != 0755)) {
+        if ((st.st_mode & FORBIDDEN_BITS) || (host_root && (st.st_mode & 0777) != 0755)) {
             /* ours: fix it (a directory made by hand or under an old umask) */
             int rfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
             int ok = rfd >= 0 && fchmod(rfd, DIR_MODE) == 0;
@@ -452,7 +462,7 @@ static int candidates(const char *out[4], char bufs[4][PATH_MAX])
         out[n++] = env;
         return n;
     }
-    if (euid == 0)
+    if (host_root)
         out[n++] = "/var/cache/hako";
     const char *xdg = getenv("XDG_CACHE_HOME");
     if (xdg && xdg[0] == '/') {
@@ -539,6 +549,10 @@ static int verify(int rootfd, const char *name, int *exefd, char *why, size_t wh
         struct stat es;
         if (fstatat(dfd, top ? "" : p, &es, top ? AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW) != 0) {
             snprintf(why, whylen, "%s: %s", p, strerror(errno));
+            goto out;
+        }
+        if (es.st_uid != euid) {
+            snprintf(why, whylen, "%s is owned by uid %u", p, (unsigned)es.st_uid);
             goto out;
         }
         fingerprint(line, sizeof(line), p, &es, top);
@@ -700,7 +714,7 @@ static void unpack(int rootfd, const char *name)
     if (!found_exe)
         die("archive has no %s", EXE_NAME);
 
-    if (euid == 0) {
+    if (host_root) {
         /* immutable even to a root container process (no CAP_LINUX_IMMUTABLE);
          * the stamp records the resulting ctimes */
         for (size_t i = n; i-- > 0;) {
@@ -715,7 +729,7 @@ static void unpack(int rootfd, const char *name)
                      DATA_MODE);
     if (wfd < 0 || stamp_tree(tfd, ents, n, wfd) != 0 || fsync(wfd) != 0)
         die("writing the stamp: %s", strerror(errno));
-    if (euid == 0)
+    if (host_root)
         set_immutable(wfd, 1);
     close(wfd);
     syncfs(tfd);
@@ -812,6 +826,7 @@ int main(int argc, char **argv)
 {
     (void)argc;
     euid = geteuid();
+    host_root = euid == 0 && initial_userns();
     verbose = getenv("HAKO_LAUNCHER_DEBUG") && *getenv("HAKO_LAUNCHER_DEBUG");
 
     /* the build's identity, from the trailer at the end of this file */

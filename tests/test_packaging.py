@@ -175,10 +175,11 @@ def test_cache_of_an_older_launcher_is_replaced_quietly(cache):
     stamp = d / ".stamp"
     text = stamp.read_text()
     stamp.chmod(0o600)
-    stamp.write_text(text.replace("hako-cache 2 ", "hako-cache 1 ", 1))
+    magic, version, rest = text.split(" ", 2)
+    stamp.write_text(f"{magic} {int(version) - 1} {rest}")
     r = run("--version", cache=cache)
     assert r.returncode == 0 and r.stderr == "", r.stderr
-    assert (build_dir(cache) / ".stamp").read_text().startswith("hako-cache 2 ")
+    assert (build_dir(cache) / ".stamp").read_text().startswith(f"{magic} {version} ")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the immutable attribute is set for root only")
@@ -327,6 +328,31 @@ def test_unprivileged_user_gets_its_own_cache():
     d = build_dir_of(cache, BINARY)
     assert d.stat().st_uid == user.uid and stat.S_IMODE(d.stat().st_mode) == 0o700
     assert (d / ".stamp").stat().st_uid == user.uid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the binary as the unprivileged test user")
+def test_root_of_a_user_namespace_shares_the_users_cache():
+    """Rootless Podman runs the runtime as uid 0 of a user namespace: same cache as
+    the user's own calls, no unpacking back and forth, modes stay private."""
+    try:
+        user = support.Identity.test_user()
+    except KeyError:
+        pytest.skip(f"no user {support.TEST_USER}")
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare(1)")
+    env = {"PATH": support.CLEAN_PATH, "HOME": user.home, "HAKO_LAUNCHER_DEBUG": "1"}
+    plain = user.prefix() + [str(BINARY), "--version"]
+    in_ns = user.prefix() + ["unshare", "--user", "--map-root-user", str(BINARY), "--version"]
+    for argv in (plain, in_ns, plain, in_ns):
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, cwd="/")
+        assert r.returncode == 0, r.stderr
+    for argv in (in_ns, plain):  # warm now: both just run
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, cwd="/")
+        assert r.returncode == 0 and "unpacking" not in r.stderr, r.stderr
+        assert "running /home" in r.stderr or f"running {user.home}" in r.stderr, r.stderr
+    cache = Path(user.home) / ".cache" / "hako"
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    assert stat.S_IMODE(build_dir_of(cache, BINARY).stat().st_mode) == 0o700
 
 
 def build_dir_of(cache: Path, binary: Path) -> Path:
