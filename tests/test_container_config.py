@@ -248,3 +248,16 @@ def test_exec_inherits_seccomp(rt):
                    cid).returncode == 0
     r = rt.hako("exec", cid, "sh", "-c", "mkdir /tmp/z 2>&1; grep Seccomp: /proc/self/status")
     assert "Operation not permitted" in r.stdout and "Seccomp:\t2" in r.stdout
+
+
+@pytest.mark.parametrize("key,value", [
+    ("intelRdt", {"closID": "x", "l3CacheSchema": "L3:0=f"}),
+    ("netDevices", {"eth9": {"name": "eth9"}}),
+    ("memoryPolicy", {"mode": "MPOL_BIND", "nodes": "0"}),
+])
+def test_unsupported_linux_fields_are_refused_not_ignored(rt, key, value):
+    cid = rt.new_id()
+    r = rt.hako("create", "--bundle", rt.bundle(["true"], patch={"linux": {key: value}}), cid)
+    assert r.returncode != 0 and f"linux.{key}" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (rt.state_dir / cid).exists()
