@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 
 from runtime import security
 from runtime import syscalls as S
@@ -186,27 +187,36 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
         if not detach:
             S.SYS.prctl(S.PR_SET_CHILD_SUBREAPER, 1)  # the process comes back to us
         parent, child = Channel.pair()
+        # detached: the process execs once hako has exited (see _become_and_exec)
+        waitfd = os.pidfd_open(os.getpid()) if detach else -1
         def joiner_body() -> None:
             parent.close()
             if console_parent is not None:
                 console_parent.close()
-            _join_and_fork(pspec, caps, ns_fds, console_sock, preserve, child, filt, cgroup)
+            _join_and_fork(pspec, caps, ns_fds, console_sock, preserve, child, filt, cgroup,
+                           waitfd)
         joiner = fork_child(child, joiner_body)
+        if waitfd >= 0:
+            os.close(waitfd)
     finally:
         for _, fd, _ in ns_fds:
             os.close(fd)
     child.close()
     if console_sock is not None:
         console_sock.close()
+    # the joiner sends "pid", the process "ready": two writers, either order
     pid = 0
-    while True:
+    ready = False
+    while not (pid and ready):
         msg = parent.recv()
-        if msg is not None and "pid" in msg:
+        if msg is None or "error" in msg:
+            break
+        if "pid" in msg:
             pid = int(msg["pid"])
             os.waitpid(joiner, 0)
             joiner = 0
-            continue
-        break
+        if msg.get("ready"):
+            ready = True
     parent.close()
     if joiner:
         os.waitpid(joiner, 0)
@@ -232,7 +242,7 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
 
 
 def _join_and_fork(pspec: dict, caps, ns_fds: list[tuple[str, int, int]], console,
-                   preserve: int, chan: Channel, filt, cgroup=None) -> None:
+                   preserve: int, chan: Channel, filt, cgroup=None, waitfd: int = -1) -> None:
     """In the first child: join (user first, so that the others are allowed),
     then fork the process itself, which lands in the container's pid namespace."""
     sc = S.SYS
@@ -254,11 +264,12 @@ def _join_and_fork(pspec: dict, caps, ns_fds: list[tuple[str, int, int]], consol
     for t, fd, flag in ns_fds:
         if t not in ("user", "pid"):
             sc.setns(fd, flag, f"{t} namespace of the container")
-    pid = fork_child(chan, _become_and_exec, pspec, caps, console, preserve, chan, filt)
+    pid = fork_child(chan, _become_and_exec, pspec, caps, console, preserve, chan, filt, waitfd)
     chan.send(pid=pid)
 
 
-def _become_and_exec(pspec: dict, caps, console, preserve: int, chan: Channel, filt) -> None:
+def _become_and_exec(pspec: dict, caps, console, preserve: int, chan: Channel, filt,
+                     waitfd: int = -1) -> None:
     sc = S.SYS
     proc = pspec["process"]
     security.apply_initial_affinity(pspec, sc)
@@ -278,4 +289,12 @@ def _become_and_exec(pspec: dict, caps, console, preserve: int, chan: Channel, f
         filt.install(sc=sc)
     chan.send(ready=True)
     chan.close()
+    if waitfd >= 0:
+        # Detached, an engine (conmon, containerd's shim) is our subreaper and
+        # learns our pid from --pid-file once hako has exited; an exit of ours
+        # it reaps before that can be lost (containerd 1.6's shim then never
+        # reports the exec's exit). So exec only once hako is gone: its pidfd
+        # turns readable when it has exited.
+        select.select([waitfd], [], [])
+        os.close(waitfd)
     exec_process(exe, args, env, preserve, sc)
