@@ -19,17 +19,20 @@
  * again. Hashing the 10 MB of the cache on every call instead would cost
  * ~60 ms; see packaging/README.md for the reasoning and the measurements.
  *
- * The launcher exports HAKO_LAUNCHER=<its own path> to the frozen hako.
+ * The launcher exports HAKO_LAUNCHER=<its own path> and HAKO_LAUNCHER_CACHE=<the
+ * cache root it used> to the frozen hako (for hooks that run hako again).
  *
- * Cache root: $HAKO_CACHE_DIR, else /var/cache/hako for euid 0, else
- * $XDG_CACHE_HOME/hako or $HOME/.cache/hako (also the fallback for an euid 0
- * that cannot use /var/cache/hako, e.g. root in a rootless user namespace).
- * The root must be owned by the euid, with no group/other access for users
- * (0700) and no group/other write for root (0755, see DIR_MODE); every
- * directory above it must be owned by root or the euid and not writable by
- * others unless sticky. As root, unpacked files and subdirectories get the
- * immutable attribute (best effort), which even a root container process
- * without CAP_LINUX_IMMUTABLE cannot write through.
+ * Cache root: $HAKO_CACHE_DIR, else /var/cache/hako for root (of the initial
+ * user namespace), else $XDG_CACHE_HOME/hako or $HOME/.cache/hako (uid 0 of a
+ * user namespace, e.g. under rootless Podman, is the user it maps to). The
+ * root must be owned by the euid, with no group/other access for users (0700)
+ * and no group/other write for root (0755, see DIR_MODE); every directory
+ * above it must be owned by root or the euid and not writable by others
+ * unless sticky. A cache root of root's (the overflow uid inside a user
+ * namespace) that nobody else can write is used read-only by other uids:
+ * checked the same way, never unpacked into. As root, unpacked files and
+ * subdirectories get the immutable attribute (best effort), which even a root
+ * container process without CAP_LINUX_IMMUTABLE cannot write through.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -65,6 +68,8 @@ extern char **environ;
 
 static uid_t euid;
 static int host_root;   /* euid 0 in the initial user namespace */
+static uid_t cache_owner;   /* owner of the cache root being tried: euid, or root's */
+static int cache_readonly;  /* someone else's (root's) cache: verify and use, never write */
 /* Users' caches are private (0700). Root's are root-owned and writable by no one
  * else but readable by all (0755, files 0555/0444): a container init in a user
  * namespace mapped to other host uids still reads (imports from) the build it
@@ -338,10 +343,25 @@ static int dir_ok(int fd, const char *what, int final, char *why, size_t whylen)
         return 0;
     }
     if (final) {
-        if (st.st_uid != euid) {
+        cache_owner = euid;
+        cache_readonly = 0;
+        if (!trusted_owner(st.st_uid)) {
             snprintf(why, whylen, "%s is owned by uid %u, not %u", what, (unsigned)st.st_uid,
                      (unsigned)euid);
             return 0;
+        }
+        if (st.st_uid != euid) {
+            /* root's cache (the host's root shows as the overflow uid in a user
+             * namespace, e.g. in a hook run in a container's namespaces): usable as
+             * it is, checked like our own, never written */
+            if (st.st_mode & 022) {
+                snprintf(why, whylen, "%s (uid %u) is writable by group or others", what,
+                         (unsigned)st.st_uid);
+                return 0;
+            }
+            cache_owner = st.st_uid;
+            cache_readonly = 1;
+            return 1;
         }
         if ((st.st_mode & FORBIDDEN_BITS) || (host_root && (st.st_mode & 0777) != 0755)) {
             /* ours: fix it (a directory made by hand or under an old umask) */
@@ -454,6 +474,26 @@ static int open_cache_root(const char *path, char *why, size_t whylen)
     return fd;
 }
 
+/* The host uid behind the euid (they differ in a user namespace: a hook run in a
+ * rootless container's namespaces is uid 0 there), for the passwd lookup. */
+static uid_t host_uid(void)
+{
+    if (initial_userns())
+        return euid;
+    FILE *f = fopen("/proc/self/uid_map", "re");
+    unsigned long inside, outside, count;
+    uid_t uid = euid;
+    while (f && fscanf(f, "%lu %lu %lu", &inside, &outside, &count) == 3) {
+        if (euid >= inside && euid - inside < count) {
+            uid = (uid_t)(outside + (euid - inside));
+            break;
+        }
+    }
+    if (f)
+        fclose(f);
+    return uid;
+}
+
 static int candidates(const char *out[4], char bufs[4][PATH_MAX])
 {
     int n = 0;
@@ -472,7 +512,7 @@ static int candidates(const char *out[4], char bufs[4][PATH_MAX])
     }
     const char *home = getenv("HOME");
     if (!home || home[0] != '/') {
-        struct passwd *pw = getpwuid(euid);
+        struct passwd *pw = getpwuid(host_uid());
         home = pw ? pw->pw_dir : NULL;
     }
     if (home && home[0] == '/' && strcmp(home, "/")) {
@@ -495,7 +535,7 @@ static int verify(int rootfd, const char *name, int *exefd, char *why, size_t wh
     }
     int sfd = openat(dfd, STAMP_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     struct stat st;
-    if (sfd < 0 || fstat(sfd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != euid ||
+    if (sfd < 0 || fstat(sfd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != cache_owner ||
         (st.st_mode & 022) || st.st_size <= 0 || st.st_size > MAX_STAMP) {
         snprintf(why, whylen, "missing or unsafe stamp");
         if (sfd >= 0)
@@ -551,7 +591,7 @@ static int verify(int rootfd, const char *name, int *exefd, char *why, size_t wh
             snprintf(why, whylen, "%s: %s", p, strerror(errno));
             goto out;
         }
-        if (es.st_uid != euid) {
+        if (es.st_uid != cache_owner) {
             snprintf(why, whylen, "%s is owned by uid %u", p, (unsigned)es.st_uid);
             goto out;
         }
@@ -565,7 +605,7 @@ static int verify(int rootfd, const char *name, int *exefd, char *why, size_t wh
         }
         if (top) {
             have_top = 1;
-            if (es.st_uid != euid || (es.st_mode & FORBIDDEN_BITS)) {
+            if (es.st_mode & (cache_readonly ? 022 : FORBIDDEN_BITS)) {
                 snprintf(why, whylen, "directory is not private");
                 goto out;
             }
@@ -868,7 +908,17 @@ int main(int argc, char **argv)
         if (r == 0) {
             debug("running %s/%s/%s", cand[c], name, EXE_NAME);
             close(rootfd);
+            setenv("HAKO_LAUNCHER_CACHE", cand[c], 1);
             run(exefd, argv);
+        }
+        if (cache_readonly) {
+            /* not ours to unpack into or repair */
+            size_t l = strlen(whyall);
+            snprintf(whyall + l, sizeof(whyall) - l, "\n  %s/%s (uid %u's, used read-only): %s",
+                     cand[c], name, (unsigned)cache_owner, why);
+            debug("cache %s/%s of uid %u: %s", cand[c], name, (unsigned)cache_owner, why);
+            close(rootfd);
+            continue;
         }
         if (r == -1)
             msg("cache %s/%s failed verification (%s): unpacking it again", cand[c], name, why);
@@ -903,6 +953,7 @@ int main(int argc, char **argv)
         close(lock);
         umask(old_umask);
         close(rootfd);
+        setenv("HAKO_LAUNCHER_CACHE", cand[c], 1);
         run(exefd, argv);
     }
     die("no usable cache directory (set HAKO_CACHE_DIR to a private directory):%s", whyall);

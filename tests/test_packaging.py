@@ -168,6 +168,39 @@ def test_root_cache_is_readable_by_other_uids():
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the binary as the unprivileged test user")
+def test_roots_cache_is_used_read_only_by_others():
+    """A hook run by the frozen hako in a container's user namespace (or any uid
+    pointed at it) runs root's verified build without writing to it."""
+    import tempfile
+    try:
+        user = support.Identity.test_user()
+    except KeyError:
+        pytest.skip(f"no user {support.TEST_USER}")
+    base = Path(tempfile.mkdtemp(prefix="hako-pkg-"))
+    try:
+        base.chmod(0o755)
+        cache = base / "cache"
+        r = run("--version", user=user, cache=cache)  # root has not unpacked it yet
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.count("\n") < 10
+        os.rmdir(cache) if cache.exists() and not os.listdir(cache) else None
+        assert run("--version", cache=cache).returncode == 0  # root unpacks
+        before = snapshot(cache)
+        r = run("--version", user=user, cache=cache, env={"HAKO_LAUNCHER_DEBUG": "1"})
+        assert r.returncode == 0, r.stderr
+        assert "running " in r.stderr and "unpacking" not in r.stderr, r.stderr
+        assert snapshot(cache) == before
+        d = build_dir(cache)
+        make_mutable(d)
+        (d / "_internal" / "spec" / "planted").write_text("x")
+        r = run("--version", user=user, cache=cache)
+        assert r.returncode == 1 and "used read-only" in r.stderr, r.stderr
+    finally:
+        make_mutable(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_cache_of_an_older_launcher_is_replaced_quietly(cache):
     assert run("--version", cache=cache).returncode == 0
     d = build_dir(cache)
