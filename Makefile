@@ -19,13 +19,15 @@ SUBID     := 200000:65536
 PYTEST_ARGS ?=
 
 HOST_PKGS := uidmap busybox-static runc crun fuse-overlayfs umoci slirp4netns passt \
-	libseccomp2 iproute2 procps util-linux python3-venv python3-dev hyperfine golang-github-containers-common
+	libseccomp2 iproute2 procps util-linux python3-venv python3-dev hyperfine golang-github-containers-common \
+	podman conmon catatonit containers-storage docker.io containerd rootlesskit tini
 
-.PHONY: help install host-deps test demo clean bench
+.PHONY: help install host-deps test test-engines demo clean bench
 
 help:
 	@echo "make demo       build a busybox bundle and run it with hako (rootful + rootless as root)"
 	echo "make test       host deps + venv, then the whole test suite (pytest)"
+	echo "make test-engines  only the podman/docker/containerd matrix (tests/engines, as root)"
 	echo "make install    .venv from $(PYTHON) with hako installed editable (+ test extras)"
 	echo "make host-deps  (root) Debian packages, test user $(TEST_USER), /dev/fuse + /dev/net/tun 0666"
 	echo "make clean      remove the venv and build/test byproducts"
@@ -80,6 +82,13 @@ host-deps:
 	if [ -n "$$missing" ]; then
 	  echo "host-deps: installing$$missing"
 	  export DEBIAN_FRONTEND=noninteractive
+	  if [ ! -e /usr/sbin/policy-rc.d ]; then
+	    # docker.io/containerd would start their system daemons (iptables rules and
+	    # all); the engine tests start private ones
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+	    chmod 0755 /usr/sbin/policy-rc.d
+	    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+	  fi
 	  apt-get update
 	  apt-get install -y --no-install-recommends $$missing
 	fi
@@ -104,6 +113,11 @@ test: host-deps install
 	  echo "make test: pytest collected no tests: failing" >&2
 	fi
 	exit $$rc
+
+# podman, docker (root and rootless) and containerd driving hako, runc side by
+# side (tests/engines/README.md); `make test` runs them too.
+test-engines: host-deps install
+	@$(VPY) -m pytest -q -m engines $(PYTEST_ARGS) tests/engines
 
 # ------------------------------------------------------------------------------ demo
 DEMO_CMD := sh -c 'echo "id: $$(id)"; echo "hostname: $$(hostname)"; echo "uid_map:"; cat /proc/self/uid_map'
