@@ -151,6 +151,16 @@ def _command_usage(verb: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if getattr(sys, "frozen", False):
+        # PyInstaller's bootloader points LD_LIBRARY_PATH into its bundle; the
+        # host programs hako runs (newuidmap, ps, fuse-overlayfs, slirp4netns)
+        # must load the host's libraries
+        import os
+        orig = os.environ.pop("LD_LIBRARY_PATH_ORIG", None)
+        if orig is not None:
+            os.environ["LD_LIBRARY_PATH"] = orig
+        else:
+            os.environ.pop("LD_LIBRARY_PATH", None)
     from runtime import log
     from runtime.errors import HakoError
 

@@ -104,6 +104,14 @@ def fork_child(chan: Channel, body, *args) -> int:
 
 def spawn(launch: Launch, chan: Channel, child: Channel, close_in_child: list[int]) -> int:
     """Fork stage-1; returns its pid. The parent keeps ``chan``."""
+    # Everything the children will run is imported here, as the caller: after
+    # unshare(CLONE_NEWUSER) they read hako's files as a mapped uid, which may
+    # not be allowed to (a root-owned private cache, a 0700 home).
+    import runtime.init  # noqa: F401
+    if (launch.spec.get("process") or {}).get("terminal"):
+        import runtime.terminal  # noqa: F401
+    if launch.hook_sync:
+        import runtime.hooks  # noqa: F401
     def body() -> None:
         for fd in close_in_child:
             os.close(fd)
