@@ -262,7 +262,9 @@ class Session:
         if left:
             support.clean_leftovers(left)
         removed = []
-        for p in GLOBAL_PATHS:
+        # another engine session (a concurrent `make test`) may still use them
+        others = [d for d in Path("/tmp").glob("hkeng-*") if d != self.base]
+        for p in GLOBAL_PATHS if not others else ():
             if p not in self.preexisting and os.path.lexists(p):
                 support.remove_tree(Path(p))
                 removed.append(p)
@@ -274,10 +276,12 @@ class Session:
 
 
 def host_network() -> dict[str, str]:
-    """iptables rules (without counters) and the interfaces of the host: the
-    engines run with --iptables=false / --bridge=none / --network none and must
-    leave both alone."""
+    """The engines' iptables rules and interfaces on the host (docker, cni,
+    podman, netavark; counters dropped): run with --iptables=false /
+    --bridge=none / --network none, they must not make any. (Only theirs:
+    other tests on the machine may touch the rest meanwhile.)"""
     import re
+    engines = re.compile(r"docker|cni|podman|netavark|^br-", re.I)
     out = {}
     for name, argv in (("iptables", ["iptables-save"]), ("ip6tables", ["ip6tables-save"]),
                        ("links", ["ip", "-o", "link", "show"])):
@@ -293,6 +297,7 @@ def host_network() -> dict[str, str]:
             lines = sorted(ln.split(":")[1].strip() for ln in lines if ":" in ln)
         else:
             lines = [re.sub(r"\[\d+:\d+\]", "", ln) for ln in lines]
+        lines = [ln for ln in lines if engines.search(ln)]
         out[name] = "\n".join(lines)
     return out
 
@@ -503,6 +508,14 @@ class Engine:
         empty again (of what this engine made) once the engine stopped."""
         return []
 
+    def _owns_state(self, entry: Path) -> bool:
+        """/run/hako and /run/runc are shared (podman root never passes --root):
+        an entry is this engine's when its state names a bundle of ours."""
+        try:
+            return str(self.dir) in (entry / "state.json").read_text(errors="replace")
+        except OSError:
+            return entry.is_relative_to(self.dir)
+
     def snapshot_state(self) -> None:
         self._state_before = {d: set(_listdir(d)) for d in self.state_dirs()}
 
@@ -522,7 +535,8 @@ class Engine:
                 self.stop_daemon()
         before = getattr(self, "_state_before", {})
         left = [support.Leftover("state", str(d / n)) for d in self.state_dirs()
-                for n in sorted(set(_listdir(d)) - before.get(d, set()))]
+                for n in sorted(set(_listdir(d)) - before.get(d, set()))
+                if self._owns_state(d / n)]
         left += support.leftover_processes(self.dir) + support.leftover_mounts(self.dir)
         tops = []
         for mp in support._cgroup_mounts():
