@@ -139,8 +139,17 @@ class Store:
                 have = f.read().strip()
         except FileNotFoundError:
             if write:
-                with open(p, "w") as f:
+                # atomically: a concurrent `bundle` must never read it half-written
+                tmp = f"{p}.{os.getpid()}.tmp"
+                with open(tmp, "w") as f:
                     f.write(want + "\n")
+                try:
+                    os.link(tmp, p)  # first writer wins; the others compare below
+                except FileExistsError:
+                    pass
+                finally:
+                    os.unlink(tmp)
+                self.check_idmap(write=False)
             return
         if have != want:
             raise StoreError(f"layer store {self.path} was made with the id mapping {have}, "
