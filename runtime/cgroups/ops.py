@@ -7,7 +7,6 @@ cgroup manager from state.json -- runc's messages and status rules.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
@@ -88,6 +87,7 @@ def read_resources(source: str) -> dict:
     except OSError as e:
         raise HakoError(f"update: cannot read {source}: {e.strerror}") from None
     try:
+        import json  # update only: state/kill/delete import this module too
         r = json.loads(text)
     except ValueError as e:
         raise HakoError(f"update: {source}: invalid JSON: {e}") from None
@@ -143,6 +143,7 @@ def parse_duration(text: str) -> float:
 
 
 def _emit(obj: dict) -> None:
+    import json
     sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
     sys.stdout.flush()
 
