@@ -27,6 +27,7 @@ import os
 import stat
 import time
 
+from runtime.mountinfo import unescape
 from runtime import devices
 from runtime.inroot import (
     RootfsError, contains, ensure_file, fd_path, mkdir_all, open_in_root, real_path,
@@ -82,18 +83,6 @@ class MountInfo:
         return f"MountInfo({self.mountpoint!r}, {self.fstype!r}, root={self.root!r})"
 
 
-def _unescape(s: str) -> str:
-    if "\\" not in s:
-        return s
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == "\\" and i + 4 <= len(s) and s[i + 1:i + 4].isdigit():
-            out.append(chr(int(s[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
 
 
 def parse_mountinfo(text: str) -> list[MountInfo]:
@@ -106,8 +95,8 @@ def parse_mountinfo(text: str) -> list[MountInfo]:
             continue
         if len(fields) < sep + 4:
             continue
-        out.append(MountInfo(_unescape(fields[3]), _unescape(fields[4]), fields[6:sep],
-                             fields[sep + 1], _unescape(fields[sep + 2]),
+        out.append(MountInfo(unescape(fields[3]), unescape(fields[4]), fields[6:sep],
+                             fields[sep + 1], unescape(fields[sep + 2]),
                              fields[sep + 3].split(",")))
     return out
 

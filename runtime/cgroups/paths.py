@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import posixpath
 
+from runtime.mountinfo import unescape
 from runtime.errors import HakoError
 
 DEFAULT_ROOT = "/sys/fs/cgroup"
@@ -49,19 +50,6 @@ class Mount:
         return f"Mount({self.mountpoint!r}, {self.fstype}, {self.controllers})"
 
 
-def _unescape(s: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal."""
-    if "\\" not in s:
-        return s
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == "\\" and i + 3 < len(s) and s[i + 1:i + 4].isdigit():
-            out.append(chr(int(s[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
 
 
 def parse_mountinfo(text: str) -> list[Mount]:
@@ -80,7 +68,7 @@ def parse_mountinfo(text: str) -> list[Mount]:
             for opt in fields[sep + 3].split(","):
                 if opt in V1_CONTROLLERS or opt.startswith("name="):
                     ctrls.append(opt)
-        mounts.append(Mount(_unescape(fields[4]), _unescape(fields[3]), fstype, ctrls))
+        mounts.append(Mount(unescape(fields[4]), unescape(fields[3]), fstype, ctrls))
     return mounts
 
 
