@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         # every failure should have been turned into a HakoError with context;
         # still print one line rather than a traceback
-        from runtime.process import error_text
+        from runtime.errors import error_text
         log.error(f"{verb}: {error_text(e)}")
         return 1
     except Exception as e:  # noqa: BLE001

@@ -100,9 +100,16 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
         net = network.plan(spec, os.path.join(root, cid), bundle)
         if net is not None:
             net.apply(spec)  # its createRuntime/createContainer hooks, resolv.conf mount
+    listen = _listen_fds()
     launch = process.Launch(spec, bundle, os.path.join(root, cid), rootless=rootless,
-                            no_pivot=no_pivot, preserve_fds=preserve_fds,
+                            no_pivot=no_pivot, preserve_fds=listen + preserve_fds,
                             console_socket=console_socket)
+    if listen:
+        # socket activation, as runc: the fds come first, the process is told
+        # (only the init: exec starts from the saved config without them)
+        proc = dict(spec.get("process") or {})
+        proc["env"] = list(proc.get("env") or []) + [f"LISTEN_FDS={listen}", "LISTEN_PID=1"]
+        launch.spec = {**spec, "process": proc}
     _check_supported(spec, launch, console_socket=console_socket, detach=detach,
                      rootless=rootless)
     rootfs = spec["root"]["path"]
@@ -162,9 +169,9 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
             from runtime.syscalls import PR_SET_CHILD_SUBREAPER, SYS
             SYS.prctl(PR_SET_CHILD_SUBREAPER, 1)
         parent, child = Channel.pair()
-        launch.state_fd = os.open(c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        launch.fifo_fd = os.open(FIFO, os.O_PATH | os.O_CLOEXEC, dir_fd=c.dirfd)
         stage1 = process.spawn(launch, parent, child, close_in_child=[c.dirfd])
-        os.close(launch.state_fd)
+        os.close(launch.fifo_fd)
         child.close()
         if launch.seccomp is not None:
             launch.seccomp.close()  # the init holds the listener connection now
@@ -277,6 +284,15 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
             parent.close()
         if console_parent is not None:
             console_parent.close()
+
+
+def _listen_fds() -> int:
+    """systemd socket activation of create/run: LISTEN_FDS fds from 3 on, when
+    LISTEN_PID names us (sd_listen_fds' rule)."""
+    n, pid = os.environ.get("LISTEN_FDS", ""), os.environ.get("LISTEN_PID", "")
+    if not (n.isdigit() and pid == str(os.getpid())):
+        return 0
+    return int(n)
 
 
 def _write_pid_file(path: str, pid: int) -> None:

@@ -13,3 +13,13 @@ class HakoError(Exception):
 class ContainerNotExist(HakoError):
     def __init__(self, cid: str) -> None:
         super().__init__(f"container does not exist: {cid}")
+
+
+def error_text(e: BaseException) -> str:
+    """One line for any exception raised during setup."""
+    if isinstance(e, OSError) and e.strerror:
+        if len(e.args) == 2 and e.filename is None:
+            return e.strerror  # our syscall layer: message already names the call
+        where = f": {e.filename}" if e.filename else ""
+        return f"{e.strerror}{where}"
+    return str(e) or type(e).__name__

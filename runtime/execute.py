@@ -25,7 +25,7 @@ from runtime import syscalls as S
 from runtime.channel import Channel
 from runtime.errors import HakoError
 from runtime.process import fork_child
-from runtime.procsetup import become, exec_process, set_oom_score
+from runtime.procsetup import become, close_fds_except, exec_process, set_oom_score
 from runtime.state import Container, state_root
 
 # Everything the forked child uses is imported above: after it joins the
@@ -272,6 +272,14 @@ def _become_and_exec(pspec: dict, caps, console, preserve: int, chan: Channel, f
                      waitfd: int = -1) -> None:
     sc = S.SYS
     proc = pspec["process"]
+    # nothing of the caller's beyond stdio and --preserve-fds may be open when
+    # we chdir into the container (CVE-2024-21626: /proc/self/fd/N as cwd)
+    keep = {*chan.fds(), waitfd}
+    if console is not None:
+        keep.add(console.fileno())
+    if getattr(filt, "sock", None) is not None:
+        keep.add(filt.sock.fileno())
+    close_fds_except(keep, preserve, sc)
     security.apply_initial_affinity(pspec, sc)
     if console is not None:
         from runtime import terminal

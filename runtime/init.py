@@ -17,7 +17,9 @@ from runtime import security
 from runtime import syscalls as S
 from runtime.channel import Channel
 from runtime.errors import HakoError
-from runtime.procsetup import become, exec_process, set_oom_score, write_file
+from runtime.procsetup import (
+    become, close_fds_except, exec_process, make_cwd, set_oom_score, write_file,
+)
 from runtime.process import Launch
 from runtime.rootfs import finalize_rootfs, setup_rootfs
 # hako bundle --image: the rootfs driver (cheap: imports nothing until used)
@@ -38,9 +40,9 @@ def container_init(launch: Launch, chan: Channel) -> None:
     # the host pid, while the host's /proc is still there (seccomp listeners
     # and hooks are told it)
     host_pid = int(os.readlink("/proc/self"))
-    # our own handle on the state dir: the fifo is opened through it after
-    # pivot_root, when the host path no longer resolves
-    state_fd = launch.state_fd
+    # an O_PATH handle on exec.fifo itself (never on a directory: see
+    # _close_inherited), reopened through /proc/self/fd after "go"
+    fifo_fd = launch.fifo_fd
 
     if "network" in plan.new:
         _loopback_up()
@@ -54,6 +56,7 @@ def container_init(launch: Launch, chan: Channel) -> None:
     run_hooks = None
     if launch.hook_sync:
         from runtime import hooks as run_hooks  # now: nothing imports after pivot_root
+    _close_inherited(launch, chan, console, sc)
 
     def before_pivot() -> None:
         """The parent runs prestart/createRuntime hooks now; then createContainer."""
@@ -77,11 +80,7 @@ def container_init(launch: Launch, chan: Channel) -> None:
                  new_cgroupns="cgroup" in plan.new, no_pivot=launch.no_pivot, sc=sc,
                  before_pivot=before_pivot, cgroup_dirs=launch.cgroup_dirs)
     # the cwd is made (as runc does) before root.readonly takes effect
-    cwd = proc.get("cwd") or "/"
-    try:
-        os.makedirs(cwd, mode=0o755, exist_ok=True)
-    except OSError as e:
-        raise HakoError(f"process.cwd: cannot create {cwd}: {e.strerror}") from None
+    make_cwd(proc.get("cwd") or "/")
     if spec.get("hostname"):
         sc.sethostname(spec["hostname"])
     if spec.get("domainname"):
@@ -98,6 +97,7 @@ def container_init(launch: Launch, chan: Channel) -> None:
     if launch.seccomp is not None and not nnp:
         # without no_new_privs loading needs CAP_SYS_ADMIN: before caps are dropped
         launch.seccomp.install(pid=host_pid, sc=sc)
+    _check_fifo_reachable(fifo_fd)
     exe, args, env = become(proc, launch.caps, sc)
     chan.send(ready=True)
     msg = chan.recv()
@@ -110,7 +110,8 @@ def container_init(launch: Launch, chan: Channel) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
                 signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, lambda s, f: os._exit(128 + s))
-    fifo = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_fd)
+    fifo = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.close(fifo_fd)
     if run_hooks is not None and launch.hooks.get("startContainer"):
         try:
             run_hooks.run("startContainer", launch.hooks,
@@ -129,8 +130,37 @@ def container_init(launch: Launch, chan: Channel) -> None:
         os._exit(1)
     os.write(fifo, b"0")
     os.close(fifo)
-    os.close(state_fd)
     exec_process(exe, args, env, launch.preserve_fds, sc)
+
+
+def _close_inherited(launch: Launch, chan: Channel, console, sc: S.Syscalls) -> None:
+    """Keep only what the init needs until execve: stdio, the preserved fds,
+    the sync pipes, the exec.fifo handle, the console socket and the seccomp
+    listener connection. None of these is a directory, so none can serve as
+    a way out through /proc/self/fd/N (the working directory, a mount
+    target); whatever else create held (the container's lock, a log file,
+    an engine's stray descriptors) is closed before the rootfs is touched."""
+    keep = {*chan.fds(), launch.fifo_fd}
+    if console is not None:
+        keep.add(console.fileno())
+    sock = getattr(launch.seccomp, "sock", None)
+    if sock is not None:
+        keep.add(sock.fileno())
+    close_fds_except(keep, launch.preserve_fds, sc)
+
+
+def _check_fifo_reachable(fifo_fd: int) -> None:
+    """After "go" the init reopens exec.fifo through /proc/self/fd (as runc
+    does): that needs the container's /proc to be a procfs showing our fds."""
+    path = f"/proc/self/fd/{fifo_fd}"
+    try:
+        ours, seen = os.fstat(fifo_fd), os.stat(path)
+    except OSError as e:
+        raise HakoError(f"mounts: {path} is not reachable in the container ({e.strerror}): "
+                        f"hako needs a proc mount at /proc to wait for start") from None
+    if (ours.st_dev, ours.st_ino) != (seen.st_dev, seen.st_ino):
+        raise HakoError(f"mounts: {path} in the container is not hako's exec.fifo: "
+                        f"/proc must be a proc mount")
 
 
 def _sysctl(values: dict[str, str]) -> None:

@@ -25,7 +25,7 @@ from runtime import syscalls as S
 from runtime import userns
 from runtime.capabilities import CapPlan
 from runtime.channel import Channel
-from runtime.errors import HakoError
+from runtime.errors import HakoError, error_text
 from runtime.namespaces import FLAGS, JOIN_ORDER, NamespacePlan
 
 
@@ -48,9 +48,10 @@ class Launch:
         self.cgroup_dirs: dict[str, str] | None = None
         #: run in the foreground: the socketpair end the init sends the pty on
         self.console_fd = -1
-        #: O_PATH fd of the container's state dir, opened by the parent: the init
-        #: may run as a uid that cannot search the state root's ancestors
-        self.state_fd = -1
+        #: O_PATH fd of the container's exec.fifo (the file, never its directory),
+        #: opened by the parent: the init may run as a uid that cannot search the
+        #: state root's ancestors, and reopens it through /proc/self/fd
+        self.fifo_fd = -1
         self.plan = NamespacePlan(spec)
         self.uids = userns.mappings(spec, "uidMappings")
         self.gids = userns.mappings(spec, "gidMappings")
@@ -68,16 +69,6 @@ class Launch:
         self.seccomp = None
         caps = (spec.get("process") or {}).get("capabilities")
         self.caps = CapPlan(caps) if caps is not None else None  # validates names early
-
-
-def error_text(e: BaseException) -> str:
-    """One line for any exception raised during setup."""
-    if isinstance(e, OSError) and e.strerror:
-        if len(e.args) == 2 and e.filename is None:
-            return e.strerror  # our syscall layer: message already names the call
-        where = f": {e.filename}" if e.filename else ""
-        return f"{e.strerror}{where}"
-    return str(e) or type(e).__name__
 
 
 def fork_child(chan: Channel, body, *args) -> int:

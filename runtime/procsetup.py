@@ -7,12 +7,15 @@ imports all it needs at the top and nothing lazily.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+from collections.abc import Iterable
 
 from runtime import syscalls as S
 from runtime.capabilities import CapPlan
 from runtime.errors import HakoError
+from runtime.inroot import mkdir_all, open_in_root
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -53,14 +56,69 @@ def become(proc: dict, caps: "CapPlan | None", sc: S.Syscalls = S.SYS) -> tuple[
         caps.apply(sc)
     if user.get("umask") is not None:
         os.umask(int(user["umask"]))
-    try:
-        os.chdir(cwd)
-    except OSError as e:
-        raise HakoError(f"process.cwd: chdir to {cwd}: {e.strerror}") from None
+    enter_cwd(cwd)
     if proc.get("noNewPrivileges"):
         sc.prctl(S.PR_SET_NO_NEW_PRIVS, 1)
 
     return exe, args, env
+
+
+def close_fds_except(keep: Iterable[int], preserve: int, sc: S.Syscalls = S.SYS) -> None:
+    """Close every fd but stdio, the ``preserve`` fds after them and ``keep``.
+
+    Called before the process changes into its working directory: an fd that
+    is still open then (close-on-exec acts only at execve) can be named as
+    ``/proc/self/fd/N`` and lead out of the container (CVE-2024-21626)."""
+    lo = 3 + max(preserve, 0)
+    for fd in sorted({k for k in keep if k >= lo}):
+        if fd > lo:
+            sc.close_range(lo, fd - 1)
+        lo = fd + 1
+    sc.close_range(lo)
+
+
+def make_cwd(cwd: str) -> None:
+    """Create the working directory inside the root (as runc does), resolving
+    every component in it: never through a /proc magic link, never outside."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.close(mkdir_all(root, cwd, 0o755))
+    except OSError as e:
+        raise HakoError(f"process.cwd: cannot create {cwd}: {_why(e)}") from None
+    finally:
+        os.close(root)
+
+
+def enter_cwd(cwd: str) -> None:
+    """chdir into ``cwd`` resolved inside the container's root, then check that
+    the kernel agrees the result is inside it (getcwd fails for a directory
+    outside the root: "(unreachable)")."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = open_in_root(root, cwd, os.O_PATH | os.O_DIRECTORY)
+    except OSError as e:
+        raise HakoError(f"process.cwd: chdir to {cwd}: {_why(e)}") from None
+    finally:
+        os.close(root)
+    try:
+        os.fchdir(fd)
+    except OSError as e:
+        raise HakoError(f"process.cwd: chdir to {cwd}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    try:
+        where = os.getcwd()
+    except OSError:
+        where = ""
+    if not where.startswith("/"):
+        raise HakoError(f"process.cwd: {cwd} is outside the container's root filesystem")
+
+
+def _why(e: OSError) -> str:
+    if e.errno == errno.ELOOP:
+        return ("too many levels of symbolic links, or a /proc magic link "
+                "(such as /proc/self/fd/N), which could lead outside the container")
+    return e.strerror or str(e)
 
 
 def exec_process(exe: str, args: list[str], env: dict[str, str], preserve: int, sc: S.Syscalls) -> None:

@@ -137,7 +137,7 @@ def run_in_userns(m: tuple[Mapping, Mapping], fn, *args):
             code = 0
         except BaseException as e:  # noqa: BLE001 - a child must never return
             try:
-                from runtime.process import error_text
+                from runtime.errors import error_text
                 os.write(res_w, b"E" + error_text(e).encode(errors="replace")[:60000])
             except BaseException:
                 pass
