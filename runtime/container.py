@@ -234,6 +234,8 @@ def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
                 "init_start": st[1] if st else -1,
                 "rootless": rootless,
                 "pidns": "pid" in launch.plan.new,
+                # without a cgroup, what finds its processes once the init is gone
+                "root_mount": _root_mount(init_pid) if cg is None else None,
                 "hooks": launch.hooks,
                 "cgroup": cg.to_state() if cg is not None else None,
             },
@@ -293,6 +295,11 @@ def _listen_fds() -> int:
     if not (n.isdigit() and pid == str(os.getpid())):
         return 0
     return int(n)
+
+
+def _root_mount(pid: int) -> str | None:
+    from runtime.procscan import root_mount
+    return root_mount(pid)
 
 
 def _write_pid_file(path: str, pid: int) -> None:
@@ -390,17 +397,16 @@ def list_states(g: dict) -> list[dict]:
 
 # ----------------------------------------------------------------------- kill
 def kill(g: dict, cid: str, sig: int, all_procs: bool = False) -> None:
+    """Signal the init; with --all every process of the container, also once
+    the init has exited (containerd's shim kills what an init sharing a pid
+    namespace left behind that way, as runc allows): success when nothing is
+    left. Without --all a stopped container is an error (its pid may be reused)."""
     with Container.open(state_root(g), cid, shared=True) as c:
+        if all_procs:
+            _signal_all(c, sig)
+            return
         if c.status() == "stopped":
             raise HakoError("container not running")
-        if all_procs:
-            from runtime.cgroups.ops import manager_of
-            mgr = manager_of(c.state)
-            if mgr is not None:
-                mgr.kill_all(sig)
-            else:
-                _signal_all(c, sig)
-            return
         try:
             os.kill(c.pid, sig)
         except ProcessLookupError:
@@ -410,49 +416,24 @@ def kill(g: dict, cid: str, sig: int, all_procs: bool = False) -> None:
 
 
 def container_pids(c: Container) -> list[int]:
-    """Every process of the container: its pid namespace when it has its own,
-    else the init's descendants (never the whole host namespace)."""
-    init = c.pid
-    pids = []
-    if c.state.get("hako", {}).get("pidns"):
-        try:
-            ns = os.readlink(f"/proc/{init}/ns/pid")
-        except OSError:
-            # a created container's init is non-dumpable: unreadable rootless,
-            # and it is the only process there yet
-            return [init] if os.path.exists(f"/proc/{init}") else []
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    if os.readlink(f"/proc/{name}/ns/pid") == ns:
-                        pids.append(int(name))
-                except OSError:
-                    continue
-        return pids
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as f:
-                    data = f.read()
-                ppid = int(data[data.rindex(b")") + 2:].split()[1])
-                children.setdefault(ppid, []).append(int(name))
-            except (OSError, ValueError):
-                continue
-    todo = [init]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        todo.extend(children.get(p, []))
-    return pids
+    """Every live process of a container without a cgroup (never the whole
+    host pid namespace): runtime/procscan.py says how they are found."""
+    from runtime import procscan
+    h = c.state.get("hako", {})
+    return procscan.members(c.pid, int(h.get("init_start", -1)), alive=c.init_alive(),
+                            own_pidns=bool(h.get("pidns")), root=h.get("root_mount"))
 
 
 def _signal_all(c: Container, sig: int) -> None:
-    for pid in container_pids(c):
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+    """Through the cgroup when the container has one (runc's signalAllProcesses;
+    a cgroup already removed holds nothing), else through /proc."""
+    from runtime.cgroups.base import signal_pids
+    from runtime.cgroups.ops import manager_of
+    mgr = manager_of(c.state)
+    if mgr is None:
+        signal_pids(container_pids(c), sig)
+    elif mgr.exists():
+        mgr.kill_all(sig)
 
 
 # --------------------------------------------------------------------- delete
