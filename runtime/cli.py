@@ -56,10 +56,14 @@ COMMANDS: dict[str, tuple[list[str], str, str]] = {
                "usage statistics"),
     # images (runtime/image/): bundles from OCI/docker archives, the layer store
     "bundle": (["image|i=", "name|n=", "platform=", "driver=", "store=", "tty|t", "keep-rw",
-                "force", "help|h"], "--image REF <bundle-dir> [-- command...]",
-               "write a bundle from an OCI image layout/archive or docker archive"),
-    "images": (["store=", "format|f=", "quiet|q", "help|h"], "[ls | rm <name|id>...]",
-               "list (or forget) the images of the layer store"),
+                "force", "pull=", "tls-verify", "creds=", "authfile=", "cert-dir=", "help|h"],
+               "--image REF <bundle-dir> [-- command...]",
+               "write a bundle from an image: OCI layout/archive, docker archive or registry"),
+    "images": (["store=", "format|f=", "quiet|q", "platform=", "tls-verify", "creds=",
+                "authfile=", "cert-dir=", "username|u=", "password|p=", "password-stdin",
+                "all|a", "help|h"],
+               "[ls | rm <name|id>... | pull <ref> | login <registry> | logout <registry>]",
+               "list, pull or forget images; log in to registries"),
     "layers": (["store=", "format|f=", "quiet|q", "force", "all", "help|h"],
                "ls | rm <digest>... | prune", "list, remove or prune the layer store"),
 }

@@ -1,5 +1,7 @@
-"""hako bundle --image REF [--name N] [--platform P] [--driver D] DIR [-- CMD...]:
-an OCI bundle from an image, its layers unpacked once into the layer store."""
+"""hako bundle --image REF [--name N] [--platform P] [--driver D] [--pull always|missing|never]
+DIR [-- CMD...]: an OCI bundle from an image, its layers unpacked once into the
+layer store. REF is an archive or layout (``source``), an image the store
+holds, or a registry reference (pulled when the store lacks it: ``pull``)."""
 
 import os
 
@@ -72,19 +74,68 @@ class _StoredImage:
                        zip(rec.get("layers") or [], rec.get("blobs") or [])]
         missing = [x.diff_id for x in self.layers if not store.is_complete(x.diff_id)]
         if missing:
+            src = rec.get("source") or {}
+            how = f"pull it again (hako images pull {self.name or self.id})" \
+                if src.get("kind") == "docker" else f"bundle it from its archive ({self.path})"
             raise HakoError(f"image {self.name or self.id}: {len(missing)} of its layers are no "
-                            f"longer in the store: bundle it from its archive ({self.path})")
+                            f"longer in the store: {how}")
 
     def close(self) -> None:
         pass
 
 
-def _open(store, ref: str, opts: dict, source):
+_FILE_TRANSPORTS = ("oci:", "oci-archive:", "docker-archive:")
+
+
+def _stored(store, ref: str):
+    """The store's record for *ref*: by name or id, or a short name by the
+    qualified names registries.conf gives it (a complete one first)."""
+    from runtime.image import reference as R
+    from runtime.image import regconf
+    names = [ref[len("docker://"):] if ref.startswith("docker://") else ref]
     try:
-        source.parse_ref(ref)
-    except source.ImageError as e:
-        rec = store.find_image(ref)  # not a file: an image the store holds?
-        if rec is None:
-            raise HakoError(f"{e} (and no image {ref!r} in the store {store.path})") from None
-        return _StoredImage(store, rec)
-    return source.open_image(ref, opts.get("name"), opts.get("platform"))
+        parsed = R.parse(ref)
+        conf = regconf.RegistriesConf.load()
+        names += [str(c.tagged()) for c in conf.candidates(parsed)]
+    except HakoError:
+        pass
+    found = None
+    for n in names:
+        rec = store.find_image(n)
+        if rec is not None:
+            if all(store.is_complete(d) for d in rec.get("layers") or []):
+                return rec
+            found = found or rec
+    return found
+
+
+def _open(store, ref: str, opts: dict, source):
+    from runtime.image import reference as R
+    policy = opts.get("pull") or "missing"
+    if policy not in ("always", "missing", "never"):
+        raise HakoError(f"--pull: {policy!r} (always, missing or never)", 2)
+    file_error = None
+    if not ref.startswith("docker://"):
+        try:
+            source.parse_ref(ref)
+        except source.ImageError as e:
+            file_error = e
+        if file_error is None:
+            return source.open_image(ref, opts.get("name"), opts.get("platform"))
+    if policy != "always":
+        rec = _stored(store, ref)
+        incomplete = rec is not None and not all(store.is_complete(d)
+                                                 for d in rec.get("layers") or [])
+        if rec is not None and not (incomplete and policy == "missing"
+                                    and (rec.get("source") or {}).get("kind") == "docker"):
+            return _StoredImage(store, rec)  # (which says what to do when incomplete)
+    registry_ref = not ref.startswith(_FILE_TRANSPORTS) and R.is_registry_ref(ref) and \
+        not ref.endswith((".tar", ".tar.gz", ".tgz"))
+    if not registry_ref:
+        raise HakoError(f"{file_error} (and no image {ref!r} in the store {store.path})")
+    if policy == "never":
+        raise HakoError(f"no image {ref!r} in the store {store.path} (--pull never)")
+    from runtime.commands.images import pull_options
+    from runtime.image import pull
+    rec = pull.pull(ref, store, pull_options(opts, quiet=False))
+    return _StoredImage(store, rec)

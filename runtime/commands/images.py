@@ -1,4 +1,5 @@
-"""hako images [rm REF...]: the images the layer store knows."""
+"""hako images [ls | rm REF... | pull REF | login REGISTRY | logout [REGISTRY]]:
+the images of the layer store, and getting them from registries."""
 
 import json
 import sys
@@ -15,12 +16,118 @@ def _human(n: int) -> str:
     return str(n)
 
 
-def run(g: dict, opts: dict, args: list[str]) -> int:
+def _store(g: dict, opts: dict):
     from runtime.image.store import Store, default_path
     from runtime.state import is_rootless
     rootless = is_rootless(g.get("rootless"))
-    store = Store(opts.get("store") or default_path(rootless), rootless=rootless)
-    if args and args[0] in ("rm", "remove"):
+    return Store(opts.get("store") or default_path(rootless), rootless=rootless)
+
+
+def pull_options(opts: dict, quiet: bool):
+    """pull.Options from the flags `images pull` and `bundle` share."""
+    from runtime import log
+    from runtime.image import pull, regauth
+    creds = regauth.parse_creds(opts["creds"]) if opts.get("creds") else None
+    return pull.Options(platform=opts.get("platform"),
+                        tls_verify=opts.get("tls-verify") is not False, creds=creds,
+                        authfile=opts.get("authfile"), cert_dir=opts.get("cert-dir"),
+                        quiet=quiet, log=log.debug)
+
+
+def _pull(g: dict, opts: dict, args: list[str]) -> int:
+    from runtime.image import pull
+    if len(args) != 2:
+        raise HakoError("images pull: expected one image reference (e.g. busybox, "
+                        "quay.io/org/app:1, localhost:5000/x@sha256:...)", 2)
+    store = _store(g, opts)
+    store.init()
+    with store.lock_store(exclusive=False):
+        rec = pull.pull(args[1], store, pull_options(opts, bool(opts.get("quiet"))))
+    print(rec["id"])
+    return 0
+
+
+def _registry_arg(text: str) -> str:
+    """REGISTRY as given to login/logout: host[:port], maybe as a URL."""
+    from runtime.image import reference as R
+    t = text
+    for p in ("https://", "http://", "docker://"):
+        if t.startswith(p):
+            t = t[len(p):]
+    t = t.split("/", 1)[0]
+    if not t or not R._HOST.match(t):
+        raise HakoError(f"{text!r} is not a registry (host[:port])", 2)
+    return R.DOCKER_HUB if t in ("index.docker.io", "registry-1.docker.io") else t
+
+
+def _login(g: dict, opts: dict, args: list[str]) -> int:
+    from runtime.image import regauth, regconf
+    from runtime.image.registry import Registry
+    if len(args) != 2:
+        raise HakoError("images login: expected one registry (host[:port])", 2)
+    registry = _registry_arg(args[1])
+    user = opts.get("username")
+    password = opts.get("password")
+    if opts.get("password-stdin"):
+        if password is not None:
+            raise HakoError("images login: --password and --password-stdin exclude each other",
+                            2)
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not user or password is None:
+        if not sys.stdin.isatty():
+            raise HakoError("images login: --username and a password (--password-stdin) are "
+                            "needed without a terminal", 2)
+        import getpass
+        if not user:
+            user = input("Username: ").strip()
+        if password is None:
+            password = getpass.getpass("Password: ")
+    if not user:
+        raise HakoError("images login: empty user name", 2)
+    creds = regauth.Credentials(user, password, "login")
+    conf = regconf.RegistriesConf.load()
+    from runtime import log
+    reg = Registry(registry, insecure=conf.insecure(registry),
+                   tls_verify=opts.get("tls-verify") is not False, creds=creds,
+                   cert_dir=opts.get("cert-dir"), log=log.debug)
+    try:
+        reg.check_login()
+    finally:
+        reg.client.close()
+    path = regauth.store_login(registry, creds, opts.get("authfile"))
+    log.debug(f"login: credentials for {registry} written to {path}")
+    print("Login Succeeded!")
+    return 0
+
+
+def _logout(g: dict, opts: dict, args: list[str]) -> int:
+    from runtime.image import regauth
+    if opts.get("all"):
+        if len(args) != 1:
+            raise HakoError("images logout: --all takes no registry", 2)
+        path, gone = regauth.remove_login(None, opts.get("authfile"))
+        print(f"Removed login credentials for all registries ({len(gone)}) from {path}")
+        return 0
+    if len(args) != 2:
+        raise HakoError("images logout: expected one registry (or --all)", 2)
+    registry = _registry_arg(args[1])
+    path, gone = regauth.remove_login(registry, opts.get("authfile"))
+    if not gone:
+        raise HakoError(f"not logged in to {registry} (no entry in {path})")
+    print(f"Removed login credentials for {registry}")
+    return 0
+
+
+def run(g: dict, opts: dict, args: list[str]) -> int:
+    sub = args[0] if args else "ls"
+    if sub == "pull":
+        return _pull(g, opts, args)
+    if sub == "login":
+        return _login(g, opts, args)
+    if sub == "logout":
+        return _logout(g, opts, args)
+    store = _store(g, opts)
+    if sub in ("rm", "remove"):
         if len(args) < 2:
             raise HakoError("images rm: expected an image name or id", 2)
         for ref in args[1:]:
@@ -30,8 +137,9 @@ def run(g: dict, opts: dict, args: list[str]) -> int:
             store.remove_image(rec)
             print(rec["id"])
         return 0
-    if args and args[0] not in ("ls", "list"):
-        raise HakoError(f"images: unknown subcommand {args[0]!r} (ls, rm)", 2)
+    if sub not in ("ls", "list"):
+        raise HakoError(f"images: unknown subcommand {args[0]!r} (ls, rm, pull, login, "
+                        "logout)", 2)
     recs = store.images()
     rows = []
     for r in recs:

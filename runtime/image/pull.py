@@ -1,0 +1,528 @@
+"""``hako images pull``: an image from a registry into the layer store.
+
+1. The reference is resolved (``regconf``): a short name through
+   ``[aliases]`` or ``unqualified-search-registries`` (tried in order), each
+   candidate through its mirrors, then its location.
+2. The manifest (an index is followed to the wanted platform), then the
+   config, are fetched and verified.
+3. Layers whose ``diff_id`` the store already holds are skipped. The others
+   are downloaded by a few threads (``JOBS``) into ``<store>/downloads/``,
+   verified while streamed, and unpacked in order by ``Store.ensure_layer``
+   as soon as each is there (so downloads and unpacking overlap): the same
+   verified, unpack-once path as archives. A downloaded blob is deleted
+   once unpacked; a mismatching one is deleted at once; a blob left by a
+   killed pull is resumed (re-hashed, then Range) by the next one.
+4. The image is recorded under its qualified name (the tag moves to it).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import threading
+import time
+
+from runtime.errors import HakoError
+from runtime.image import digest as D
+from runtime.image import httpc, regauth, regconf
+from runtime.image import reference as R
+from runtime.image import source as S
+from runtime.image.registry import Registry, RegistryError, Stopped
+
+JOBS = max(1, min(8, int(os.environ.get("HAKO_PULL_JOBS") or 3)))
+LAYER_TYPES = (
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.diff.tar",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+)
+SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
+           "application/vnd.docker.distribution.manifest.v1+prettyjws")
+
+
+class PullError(HakoError):
+    pass
+
+
+class Options:
+    def __init__(self, *, platform: str | None = None, tls_verify: bool = True,
+                 creds: regauth.Credentials | None = None, authfile: str | None = None,
+                 cert_dir: str | None = None, quiet: bool = False, log=None) -> None:
+        self.platform = platform
+        self.tls_verify = tls_verify
+        self.creds = creds
+        self.authfile = authfile
+        self.cert_dir = cert_dir
+        self.quiet = quiet
+        self.log = log or (lambda msg: None)
+
+
+class RemoteImage:
+    """What ``Store.ensure_layer``/``record_image`` need, for a pulled image:
+    the layers are read from the downloaded blobs."""
+
+    kind = "docker"
+
+    def __init__(self, ref: R.Reference, names: list[str], manifest_digest: str,
+                 config_digest: str, config_raw: bytes, config: dict,
+                 layers: list[S.LayerRef]) -> None:
+        self.ref = ref
+        self.source_repo = ref.repository     # where the blobs are (a mirror's path)
+        self.path = f"docker://{ref}"
+        self.name = names[0] if names else None
+        self.names = names
+        self.manifest_digest = manifest_digest
+        self.config_digest = config_digest
+        self.config_raw = config_raw
+        self.config = config
+        self.layers = layers
+        self.blob_paths: dict[str, str] = {}
+
+    @property
+    def id(self) -> str:
+        return self.config_digest
+
+    @property
+    def platform(self) -> str:
+        return S.platform_str({k: self.config.get(k) for k in ("os", "architecture", "variant")
+                               if self.config.get(k)})
+
+    def open_layer(self, layer: S.LayerRef):
+        p = self.blob_paths[layer.digest]
+        f = open(p, "rb", buffering=1 << 20)
+        return f, os.fstat(f.fileno()).st_size
+
+    def close(self) -> None:
+        pass
+
+
+# ----------------------------------------------------------------- resolution
+class _Registries:
+    """One Registry object per host, with its credentials."""
+
+    def __init__(self, opts: Options, conf: regconf.RegistriesConf) -> None:
+        self.opts = opts
+        self.conf = conf
+        self.by_host: dict[tuple, Registry] = {}
+
+    def get(self, ref: R.Reference, insecure: bool) -> Registry:
+        insecure = insecure or self.conf.insecure(ref.registry)
+        key = (ref.registry, insecure)
+        reg = self.by_host.get(key)
+        if reg is None:
+            creds = self.opts.creds or regauth.lookup(ref.registry, ref.repository,
+                                                      self.opts.authfile)
+            if creds is not None:
+                self.opts.log(f"{ref.registry}: credentials of {creds.user} from {creds.source}")
+            reg = Registry(ref.registry, insecure=insecure, tls_verify=self.opts.tls_verify,
+                           creds=creds, cert_dir=self.opts.cert_dir, log=self.opts.log)
+            self.by_host[key] = reg
+        return reg
+
+    def close(self) -> None:
+        for r in self.by_host.values():
+            r.client.close()
+
+    def abort(self) -> None:
+        for r in self.by_host.values():
+            r.client.abort()
+
+
+def _json(data: bytes, what: str) -> dict:
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise PullError(f"{what}: not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise PullError(f"{what}: not a JSON object")
+    return doc
+
+
+def _media_type(doc: dict, header: str) -> str:
+    mt = doc.get("mediaType") or header
+    if mt in S.INDEX_TYPES or mt in S.MANIFEST_TYPES or mt in SCHEMA1:
+        return mt
+    if doc.get("schemaVersion") == 1:
+        return SCHEMA1[0]
+    return S.MT_OCI_INDEX if "manifests" in doc else S.MT_OCI_MANIFEST
+
+
+def resolve(reg: Registry, ref: R.Reference, want: dict, explicit: bool, names: list[str]
+            ) -> RemoteImage:
+    """Manifest (through an index), config and layer list of *ref*."""
+    repo = ref.repository
+    what = str(ref)
+    data, header_mt, digest = reg.manifest(repo, ref.reference, what)
+    for _depth in range(4):
+        doc = _json(data, f"{what}: manifest {digest}")
+        mt = _media_type(doc, header_mt)
+        if mt in SCHEMA1:
+            raise PullError(f"{what}: a Docker schema 1 manifest (deprecated, unsupported): "
+                            "push the image again with a current tool")
+        if mt not in S.INDEX_TYPES:
+            break
+        descs = [d for d in doc.get("manifests") or [] if isinstance(d, dict)]
+        if not descs:
+            raise PullError(f"{what}: empty image index")
+        descs = [d for d in descs if (d.get("platform") or {}).get("os") != "unknown"] or descs
+        desc = S.pick_platform(descs, want, what)
+        dg = desc.get("digest")
+        D.parse(dg, f"{what}: index entry")
+        data, header_mt, digest = reg.manifest(repo, dg, f"{what}: manifest {dg[:19]}")
+        if desc.get("size") is not None and len(data) != desc["size"]:
+            raise D.DigestError(f"{what}: manifest {dg}: size mismatch: the index says "
+                                f"{desc['size']} bytes, got {len(data)}")
+    else:
+        raise PullError(f"{what}: image indexes nested too deeply")
+    if mt not in S.MANIFEST_TYPES:
+        raise PullError(f"{what}: unsupported manifest media type {mt}")
+    cdesc = doc.get("config")
+    if not isinstance(cdesc, dict):
+        raise PullError(f"{what}: manifest {digest}: no config descriptor")
+    if cdesc.get("mediaType") and cdesc["mediaType"] not in S.CONFIG_TYPES:
+        raise PullError(f"{what}: config of type {cdesc['mediaType']} is not a container "
+                        "image (an artifact?)")
+    D.parse(cdesc.get("digest"), f"{what}: config")
+    craw = reg.blob_bytes(repo, cdesc, f"{what}: config {cdesc['digest'][:19]}")
+    config = _json(craw, f"{what}: config")
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    ldescs = [d for d in doc.get("layers") or [] if isinstance(d, dict)]
+    if len(diff_ids) != len(ldescs):
+        raise PullError(f"{what}: {len(ldescs)} layers but the config lists {len(diff_ids)} "
+                        "diff_ids")
+    layers = []
+    for i, (ld, did) in enumerate(zip(ldescs, diff_ids)):
+        D.parse(ld.get("digest"), f"{what}: layers[{i}]")
+        D.parse(did, f"{what}: config rootfs.diff_ids[{i}]")
+        mt = ld.get("mediaType") or ""
+        if mt and mt not in LAYER_TYPES:
+            raise PullError(f"{what}: layers[{i}]: media type {mt} is not a container image "
+                            "layer")
+        size = ld.get("size")
+        if size is not None and (not isinstance(size, int) or size < 0):
+            raise PullError(f"{what}: layers[{i}]: invalid size {size!r}")
+        layers.append(S.LayerRef(ld["digest"], did, mt, size, ""))
+    S._check_config_platform(config, want, what, strict=explicit)
+    if ref.digest:
+        names = names + [f"{ref.name}@{ref.digest}"]
+    return RemoteImage(ref, names, digest, cdesc["digest"], craw, config, layers)
+
+
+def find(text: str, opts: Options, regs: _Registries) -> tuple[Registry, RemoteImage]:
+    """Try every candidate and endpoint of *text*; the first image found."""
+    ref = R.parse(text)
+    conf = regs.conf
+    want = S.parse_platform(opts.platform)
+    cands = [c.tagged() for c in conf.candidates(ref)]
+    errors: list[tuple[str, HakoError]] = []
+    for cand in cands:
+        names = [str(cand)] if cand.tag else []
+        for ep in conf.endpoints(cand):
+            try:
+                reg = regs.get(ep.ref, ep.insecure)
+                img = resolve(reg, ep.ref, want, bool(opts.platform), names)
+                if ep.ref.name != cand.name:
+                    opts.log(f"{cand}: from {ep.ref.name}")
+                img.ref = cand
+                img.path = f"docker://{cand}"
+                return reg, img
+            except (RegistryError, httpc.TransportError, D.DigestError) as e:
+                errors.append((str(ep.ref), e))
+                opts.log(f"{ep.ref}: {e}")
+                continue
+    if len(errors) == 1:
+        raise errors[0][1]
+    if not ref.qualified and all(isinstance(e, RegistryError) and e.not_found
+                                 for _, e in errors):
+        raise PullError(f"{text}: not found in the search registries "
+                        f"({', '.join(n for n, _ in errors)})")
+    raise PullError(f"{text}: " + "; ".join(str(e) for _, e in errors))
+
+
+# --------------------------------------------------------------------- display
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f}MiB"
+
+
+class Display:
+    """Per-layer bars on a terminal (redrawn by a thread), plain lines
+    otherwise, nothing with --quiet. Writes happen under the fork gate."""
+
+    def __init__(self, quiet: bool, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        force = os.environ.get("HAKO_PROGRESS")
+        try:
+            tty = self.stream.isatty()
+        except (AttributeError, ValueError):
+            tty = False
+        self.quiet = quiet
+        self.tty = not quiet and (force == "1" or (tty and force != "0"))
+        self.rows: list[dict] = []
+        self.drawn = 0
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def _write(self, s: str) -> None:
+        with httpc.GATE.shared():
+            try:
+                self.stream.write(s)
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    def line(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            with self.lock:
+                self._write(self._erase() + text + "\n" + self._render())
+        else:
+            self._write(text + "\n")
+
+    def add(self, label: str, total: int | None, state: str) -> dict:
+        row = {"label": label, "total": total, "done": 0, "state": state, "t0": None}
+        with self.lock:
+            self.rows.append(row)
+        return row
+
+    def set(self, row: dict, state: str, note: str | None = None) -> None:
+        row["state"] = state
+        if state == "downloading" and row["t0"] is None:
+            row["t0"] = time.monotonic()
+        if not self.tty and not self.quiet and note:
+            self._write(f"{row['label']}: {note}\n")
+
+    def start(self) -> None:
+        if self.tty:
+            self.thread = threading.Thread(target=self._loop, daemon=True)
+            self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.1):
+            self.redraw()
+
+    def redraw(self) -> None:
+        with self.lock:
+            self._write(self._erase() + self._render())
+
+    def _erase(self) -> str:
+        n, self.drawn = self.drawn, 0
+        return f"\x1b[{n}A\r\x1b[J" if n else ""
+
+    def _render(self) -> str:
+        import shutil
+        width = max(40, shutil.get_terminal_size((100, 20)).columns - 1)
+        out = []
+        for r in self.rows:
+            total, done, st = r["total"], r["done"], r["state"]
+            if st == "downloading" and total:
+                barw = max(10, width - len(r["label"]) - 30)
+                fill = min(barw, done * barw // total) if total else 0
+                bar = "=" * max(0, fill - 1) + (">" if fill else "") + "-" * (barw - fill)
+                text = f"{r['label']} [{bar}] {_mib(done)} / {_mib(total)}"
+            elif st == "downloading":
+                text = f"{r['label']} {_mib(done)}"
+            else:
+                text = f"{r['label']} {st}"
+            out.append(text[:width])
+        self.drawn = len(out)
+        return "".join(t + "\n" for t in out)
+
+    def finish(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=2)
+            self.redraw()
+
+
+# ------------------------------------------------------------------ downloads
+class _Blob:
+    def __init__(self, layer: S.LayerRef, path: str) -> None:
+        self.layer = layer
+        self.path = path
+        self.lock_path = path + ".lock"
+        self.lock_fd = -1
+        self.row: dict | None = None
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.fetched = False
+
+    def release(self, remove: bool) -> None:
+        if remove:
+            for p in (self.path,):
+                try:
+                    os.unlink(p)
+                except OSError:
+                    pass
+        if self.lock_fd >= 0:
+            try:
+                os.unlink(self.lock_path)
+            except OSError:
+                pass
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+
+def _lock(blob: _Blob, stop: threading.Event) -> None:
+    """flock the blob's lock file (the one still at its path)."""
+    while True:
+        fd = os.open(blob.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if stop.wait(0.1):
+                    os.close(fd)
+                    raise Stopped() from None
+        try:
+            same = os.stat(blob.lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            blob.lock_fd = fd
+            return
+        os.close(fd)  # its holder removed it: lock the new one
+
+
+def _worker(queue: list, qlock: threading.Lock, reg: Registry, repo: str, store,
+            stop: threading.Event, display: Display) -> None:
+    while not stop.is_set():
+        with qlock:
+            if not queue:
+                return
+            blob = queue.pop(0)
+        try:
+            _lock(blob, stop)
+            if store.is_complete(blob.layer.diff_id):
+                blob.release(remove=False)  # another hako unpacked it meanwhile
+            else:
+                display.set(blob.row, "downloading")
+                desc = {"digest": blob.layer.digest, "size": blob.layer.size}
+
+                def progress(n: int, row=blob.row) -> None:
+                    row["done"] = n
+                reg.download(repo, desc, blob.path, f"{blob.layer.digest[:19]}",
+                             progress=progress, stop=stop)
+                blob.fetched = True
+                display.set(blob.row, "downloaded",
+                            f"downloaded {_mib(blob.layer.size or blob.row['done'])}")
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            blob.error = e
+            blob.release(remove=False)  # download() removed a bad file itself
+            stop.set()
+        finally:
+            blob.done.set()
+
+
+def pull(text: str, store, opts: Options) -> dict:
+    """Pull *text* into *store*; returns the image record."""
+    conf = regconf.RegistriesConf.load()
+    regs = _Registries(opts, conf)
+    display = Display(opts.quiet)
+    try:
+        reg, img = find(text, opts, regs)
+        return _fetch_layers(reg, img, store, opts, display, regs)
+    finally:
+        display.finish()
+        regs.close()
+
+
+def _fetch_layers(reg: Registry, img: RemoteImage, store, opts: Options, display: Display,
+                  regs: _Registries) -> dict:
+    httpc.hold_gate_across_fork()
+    n = len(img.layers)
+    display.line(f"{img.ref}: manifest {img.manifest_digest[:19]}, {n} layer"
+                 f"{'s' if n != 1 else ''}, {img.platform}")
+    downloads = os.path.join(store.path, "downloads")
+    try:
+        os.makedirs(downloads, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise PullError(f"{downloads}: {e.strerror}") from None
+    blobs: dict[str, _Blob] = {}
+    queue: list[_Blob] = []
+    for i, layer in enumerate(img.layers):
+        label = f"Copying blob {layer.digest[7:19]}"
+        if store.is_complete(layer.diff_id):
+            if layer.digest not in blobs:
+                display.set(display.add(label, layer.size, "already in the store"), "skipped",
+                            "already in the store")
+            continue
+        if layer.digest in blobs:
+            continue
+        b = _Blob(layer, os.path.join(downloads, f"{D.hex_of(layer.digest)}"))
+        b.row = display.add(label, layer.size, "waiting")
+        blobs[layer.digest] = b
+        queue.append(b)
+        img.blob_paths[layer.digest] = b.path
+    stop = threading.Event()
+    qlock = threading.Lock()
+    threads = [threading.Thread(target=_worker, args=(queue, qlock, reg, img.source_repo, store,
+                                                      stop, display), daemon=True)
+               for _ in range(min(JOBS, len(queue)))]
+    display.start()
+    for t in threads:
+        t.start()
+    old_progress = os.environ.get("HAKO_PROGRESS")
+    os.environ["HAKO_PROGRESS"] = "0"  # the store's own unpack progress would garble ours
+    dirs: list[str] = []
+    unpacked = 0
+    try:
+        for i, layer in enumerate(img.layers):
+            b = blobs.get(layer.digest)
+            if b is not None and not store.is_complete(layer.diff_id):
+                while not b.done.wait(0.2):
+                    pass
+                if b.error is not None:
+                    raise b.error
+                if not store.is_complete(layer.diff_id):
+                    display.set(b.row, "unpacking")
+                    store.ensure_layer(img, layer, list(reversed(dirs)),
+                                       f"layer {i + 1}/{n}", opts.log)
+                    unpacked += 1
+                    display.set(b.row, "done", "unpacked")
+            dirs.append(store.diff_dir(layer.diff_id))
+        for b in blobs.values():
+            b.release(remove=True)
+        rec = store.record_image(img, dirs)
+        _move_names(store, img)
+    except BaseException as e:
+        stop.set()
+        regs.abort()
+        for t in threads:
+            t.join(timeout=10)
+        for b in blobs.values():
+            # a bad blob is gone already; a good one not unpacked yet goes too
+            b.release(remove=True)
+        if isinstance(e, Stopped):
+            raise PullError(f"{img.ref}: interrupted") from None
+        raise
+    finally:
+        if old_progress is None:
+            os.environ.pop("HAKO_PROGRESS", None)
+        else:
+            os.environ["HAKO_PROGRESS"] = old_progress
+    display.line(f"{img.ref}: {unpacked} layer{'s' if unpacked != 1 else ''} pulled, "
+                 f"{n - len(blobs)} already in the store; image {img.id[:19]}")
+    rec["unpacked"] = unpacked
+    return rec
+
+
+def _move_names(store, img: RemoteImage) -> None:
+    """A tag names one image: drop the pulled names from other records."""
+    from runtime.image.store import _write_json
+    for rec in store.images():
+        if rec["id"] == img.id:
+            continue
+        keep = [x for x in rec.get("names") or [] if x not in img.names]
+        if keep != (rec.get("names") or []):
+            rec["names"] = keep
+            _write_json(os.path.join(store.images_dir, f"{D.hex_of(rec['id'])}.json"), rec)
