@@ -172,7 +172,7 @@ bench: install
 # a small C launcher that unpacks the PyInstaller onedir build once into a
 # private, verified per-user cache and execs it (packaging/README.md).
 # `make test-binary` runs the whole suite against it.
-BINARY_PKGS := gcc libc6-dev zlib1g-dev
+BINARY_PKGS := gcc libc6-dev zlib1g-dev patchelf
 
 .PHONY: binary test-binary
 
@@ -181,14 +181,15 @@ binary: install
 	  echo "binary: installing pyinstaller into $(VENV)"
 	  $(VPY) -m pip install --quiet pyinstaller
 	fi
-	if ! printf '#include <zlib.h>\nint main(void){return 0;}\n' | cc -x c -o /dev/null - -lz 2>/dev/null; then
+	if ! printf '#include <zlib.h>\nint main(void){return 0;}\n' | cc -x c -o /dev/null - -lz 2>/dev/null \
+	    || ! command -v patchelf >/dev/null; then
 	  if [ "$$(id -u)" = 0 ]; then
-	    echo "binary: installing $(BINARY_PKGS) (C compiler and zlib for the launcher)"
+	    echo "binary: installing $(BINARY_PKGS) (C compiler and zlib for the launcher, patchelf for the interpreter's RPATH)"
 	    export DEBIAN_FRONTEND=noninteractive
 	    apt-get update -qq >/dev/null
 	    apt-get install -y -qq --no-install-recommends $(BINARY_PKGS) >/dev/null
 	  else
-	    echo "binary: the launcher needs a C compiler and zlib headers: apt-get install $(BINARY_PKGS)" >&2
+	    echo "binary: the launcher needs a C compiler, zlib headers and patchelf: apt-get install $(BINARY_PKGS)" >&2
 	    exit 1
 	  fi
 	fi

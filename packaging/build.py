@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Build the single-file hako: ``dist/hako``.
 
-1. PyInstaller freezes hako as a *onedir* build (packaging/hako.spec): a
-   bootloader with the Python code in an archive appended to it, plus
-   libpython and a few extension modules in ``_internal/``.
+1. PyInstaller analyses hako (packaging/hako.spec) and packaging/layout.py
+   lays the result out as a Python prefix run by the build's own interpreter:
+   ``hako`` (the interpreter), ``hako._pth``, ``lib/python3.11/`` (every module
+   as sourceless bytecode), ``lib/*.so.*`` (libz, libexpat, libffi).
 2. That directory is packed into a small archive, compressed with zlib and
    appended to the launcher (packaging/launcher.c, compiled here), followed by
    a trailer holding the payload's SHA-256.
@@ -16,7 +17,7 @@ Run it with the project venv's interpreter (the one PyInstaller is installed
 in): ``make binary`` does.
 
 Variants (for packaging/measure.py): ``sfx`` (default, the launcher),
-``onedir``, ``onefile``, ``onefile-tmpdir`` (onefile, --runtime-tmpdir
+``prefix`` (the unpacked prefix alone), ``onedir`` (PyInstaller's bootloader), ``onefile``, ``onefile-tmpdir`` (onefile, --runtime-tmpdir
 /dev/shm), ``onefile-o2-strip``, ``onefile-plain`` and ``onedir-plain`` (no
 module exclusions).
 """
@@ -35,6 +36,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))  # layout.py
 SPEC = HERE / "hako.spec"
 LAUNCHER_C = HERE / "launcher.c"
 
@@ -44,7 +46,8 @@ EXE_NAME = "hako"
 
 #: variant -> environment for hako.spec (``HAKO_PKG_*``); "flat": base_library.zip unpacked
 VARIANTS: dict[str, dict[str, str]] = {
-    "sfx": {"HAKO_PKG_MODE": "onedir", "flat": "1"},
+    "sfx": {"HAKO_PKG_MODE": "python"},
+    "prefix": {"HAKO_PKG_MODE": "python"},
     "onedir": {"HAKO_PKG_MODE": "onedir", "flat": "1"},
     "onedir-lean-only": {"HAKO_PKG_MODE": "onedir", "HAKO_PKG_CTYPES_HOOK": "1"},
     "onedir-plain": {"HAKO_PKG_MODE": "onedir", "HAKO_PKG_LEAN": "0"},
@@ -124,17 +127,47 @@ def flatten_base_library(onedir: Path) -> None:
     zpath.unlink()
 
 
+def modules_of_prefix(top: Path) -> list[str]:
+    """Python modules of a prefix build (packaging/layout.py): its .pyc files."""
+    from layout import stdlib_dir
+    std = top / stdlib_dir()
+    out = []
+    for p in std.rglob("*.pyc"):
+        parts = list(p.relative_to(std).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out.append(".".join(parts))
+    return sorted(out)
+
+
 def check_contents(onedir: Path) -> None:
     """No build-time-only module may be frozen; the schemas must be."""
-    bad = [m for m in modules_in(onedir / EXE_NAME)
+    prefix = not (onedir / "_internal").is_dir()
+    data = onedir / (__import__("layout").stdlib_dir() if prefix else "_internal")
+    bad = [m for m in (modules_of_prefix(onedir) if prefix else modules_in(onedir / EXE_NAME))
            if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
     bad += [str(p.relative_to(onedir)) for p in onedir.rglob("*")
             if any(part.split(".")[0] in FORBIDDEN for part in p.relative_to(onedir).parts)]
     if bad:
         raise SystemExit(f"build: build-time-only modules were frozen: {', '.join(bad)}")
     for schema in ("config.schema.json", "state.schema.json"):
-        if not (onedir / "_internal" / "spec" / schema).is_file():
+        if not (data / "spec" / schema).is_file():
             raise SystemExit(f"build: spec/{schema} is missing from the build")
+
+
+def smoke_test(top: Path) -> None:
+    """The laid-out interpreter starts isolated and imports every module of hako."""
+    names = [m for m in modules_of_prefix(top) if m.split(".")[0] in ("runtime", "hooks", "spec")]
+    code = ("import sys\n"
+            "assert sys.flags.isolated and sys.flags.no_site and sys.flags.safe_path, sys.flags\n"
+            f"for n in {names!r}:\n"
+            "    __import__(n)\n"
+            "print(len(sys.path))\n")
+    r = subprocess.run([str(top / EXE_NAME), "-c", code], capture_output=True, text=True,
+                       cwd="/", env={"PATH": "/usr/bin:/bin", "PYTHONPATH": "/nonexistent"})
+    if r.returncode != 0 or r.stdout.strip() != "1":
+        raise SystemExit(f"build: the laid-out interpreter fails to import hako:\n{r.stdout}{r.stderr}")
+    log(f"smoke test: {len(names)} modules of hako import in the isolated interpreter")
 
 
 def archive(onedir: Path) -> bytes:
@@ -212,7 +245,7 @@ def main() -> int:
     if a.variant.startswith("onefile"):
         shutil.copy2(built, dest)
         result = dest
-    elif a.variant.startswith("onedir"):
+    elif a.variant.startswith("onedir") or a.variant == "prefix":
         check_contents(built)
         if dest.exists():
             shutil.rmtree(dest) if dest.is_dir() and not dest.is_symlink() else dest.unlink()
@@ -220,6 +253,7 @@ def main() -> int:
         result = dest / EXE_NAME
     else:
         check_contents(built)
+        smoke_test(built)
         launcher = compile_launcher(a.work)
         raw = archive(built)
         digest = write_sfx(launcher, raw, dest)

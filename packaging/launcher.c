@@ -61,7 +61,8 @@ extern char **environ;
 #define ARCHIVE_MAGIC "HAKOARC1"
 #define STAMP_MAGIC "hako-cache 3 "   /* 3: no owner in the entries, root's caches 0755 */
 #define STAMP_NAME ".stamp"
-#define EXE_NAME "hako"
+#define EXE_NAME "hako"           /* the build's interpreter (packaging/layout.py) */
+#define ENTRY_MODULE "_hako_entry" /* packaging/entry.py, as bytecode */
 #define NAME_HEX 32          /* cache directory name: 128 bits of the hash */
 #define GC_AGE (24 * 3600)   /* other builds unused this long are removed */
 #define MAX_STAMP (1 << 20)
@@ -393,7 +394,7 @@ static int dir_ok(int fd, const char *what, int final, char *why, size_t whylen)
  * symlink, checking every directory; create missing components. The
  * path is canonicalised first, so symlinks in it (/home -> /usr/home) are
  * resolved once and the walk then checks what they pointed to. */
-static int open_cache_root(const char *path, char *why, size_t whylen)
+static int open_cache_root(const char *path, char canon_out[PATH_MAX], char *why, size_t whylen)
 {
     char canon[PATH_MAX], rest[PATH_MAX], probe[PATH_MAX];
     if (path[0] != '/') {
@@ -426,6 +427,7 @@ static int open_cache_root(const char *path, char *why, size_t whylen)
         return -1;
     }
 
+    strcpy(canon_out, full);
     int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0 || !dir_ok(fd, "/", 0, why, whylen)) {
         if (fd >= 0)
@@ -856,15 +858,32 @@ static void collect_garbage(int rootfd, const char *keep)
 
 /* -------------------------------------------------------------------- main */
 
-static _Noreturn void run(int exefd, char **argv)
+/* Run the build's interpreter (packaging/layout.py) on hako's entry module:
+ *   <root>/<build>/hako -c "import _hako_entry" ARGS...
+ * The file executed is the descriptor that was checked; argv[0] names the
+ * same file by its canonical path, from which the interpreter finds its
+ * prefix (the os.pyc landmark) and hako._pth (isolated, no site, sys.path =
+ * the build's lib/python3.x only). */
+static _Noreturn void run(int exefd, const char *root, const char *name, int argc, char **argv)
 {
-    syscall(SYS_execveat, exefd, "", argv, environ, AT_EMPTY_PATH);
+    static char exe[PATH_MAX];
+    if (snprintf(exe, sizeof(exe), "%s/%s/%s", strcmp(root, "/") ? root : "", name, EXE_NAME) >=
+        (int)sizeof(exe))
+        die("path too long");
+    char **args = calloc((size_t)argc + 3, sizeof(*args));
+    if (!args)
+        die("out of memory");
+    args[0] = exe;
+    args[1] = "-c";
+    args[2] = "import " ENTRY_MODULE;
+    for (int i = 1; i < argc; i++)
+        args[i + 2] = argv[i];
+    syscall(SYS_execveat, exefd, "", args, environ, AT_EMPTY_PATH);
     die("exec: %s", strerror(errno));
 }
 
 int main(int argc, char **argv)
 {
-    (void)argc;
     euid = geteuid();
     host_root = euid == 0 && initial_userns();
     verbose = getenv("HAKO_LAUNCHER_DEBUG") && *getenv("HAKO_LAUNCHER_DEBUG");
@@ -895,8 +914,9 @@ int main(int argc, char **argv)
     char bufs[4][PATH_MAX];
     int nc = candidates(cand, bufs);
     char why[PATH_MAX + 128], whyall[4 * (PATH_MAX + 160)] = "";
+    char canon[PATH_MAX];
     for (int c = 0; c < nc; c++) {
-        int rootfd = open_cache_root(cand[c], why, sizeof(why));
+        int rootfd = open_cache_root(cand[c], canon, why, sizeof(why));
         if (rootfd < 0) {
             debug("cache %s unusable: %s", cand[c], why);
             size_t l = strlen(whyall);
@@ -909,7 +929,7 @@ int main(int argc, char **argv)
             debug("running %s/%s/%s", cand[c], name, EXE_NAME);
             close(rootfd);
             setenv("HAKO_LAUNCHER_CACHE", cand[c], 1);
-            run(exefd, argv);
+            run(exefd, canon, name, argc, argv);
         }
         if (cache_readonly) {
             /* not ours to unpack into or repair */
@@ -954,7 +974,7 @@ int main(int argc, char **argv)
         umask(old_umask);
         close(rootfd);
         setenv("HAKO_LAUNCHER_CACHE", cand[c], 1);
-        run(exefd, argv);
+        run(exefd, canon, name, argc, argv);
     }
     die("no usable cache directory (set HAKO_CACHE_DIR to a private directory):%s", whyall);
 }

@@ -6,7 +6,8 @@ and the editable-install hooks: ~20 ms of a ~30 ms ``hako state``. hako
 needs only the standard library at run time, so the launcher runs the real
 interpreter (not a symlink chain, never a pyenv shim) with ``-I -S``
 (isolated, no site) and puts the directory holding the ``runtime`` package
-first on sys.path. Usage: venv_launcher.py VENV_DIR
+first on sys.path; ``runtime.cli.run`` exits without the interpreter's
+teardown. Usage: venv_launcher.py VENV_DIR
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ TEMPLATE = """#!{python} -IS
 # hako launcher written by packaging/venv_launcher.py (see there for why)
 import sys
 sys.path.insert(0, {src!r})
-from runtime.cli import main
-sys.exit(main())
+from runtime.cli import run
+run()
 """
 
 

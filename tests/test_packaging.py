@@ -193,7 +193,7 @@ def test_roots_cache_is_used_read_only_by_others():
         assert snapshot(cache) == before
         d = build_dir(cache)
         make_mutable(d)
-        (d / "_internal" / "spec" / "planted").write_text("x")
+        (d / "lib" / "python3.11" / "spec" / "planted").write_text("x")
         r = run("--version", user=user, cache=cache)
         assert r.returncode == 1 and "used read-only" in r.stderr, r.stderr
     finally:
@@ -227,7 +227,8 @@ def test_root_cache_is_immutable(cache):
         open(exe, "r+b").close()
 
 
-@pytest.mark.parametrize("victim", ["hako", "_internal/libpython3.11.so.1.0", "_internal/spec"])
+@pytest.mark.parametrize("victim", ["hako", "hako._pth", "lib/libz.so.1", "lib/python3.11/spec",
+                                    "lib/python3.11/runtime/cli.pyc"])
 def test_tampered_cache_is_detected_and_replaced(cache, victim):
     assert run("--version", cache=cache).returncode == 0
     old = build_dir(cache)
@@ -243,7 +244,7 @@ def test_tampered_cache_is_detected_and_replaced(cache, victim):
         target.chmod(0o600)
         with open(target, "r+b") as f:  # same size, same mtime: only the ctime tells
             st = os.fstat(f.fileno())
-            f.seek(100)
+            f.seek(min(100, st.st_size - 1))
             f.write(b"\xcc")
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
         target.chmod(0o500)
@@ -251,7 +252,9 @@ def test_tampered_cache_is_detected_and_replaced(cache, victim):
     assert r.returncode == 0, r.stderr
     assert "pwned" not in r.stdout + r.stderr
     assert r.stdout.startswith("hako version ")
-    assert "failed verification" in r.stderr and victim.split("/")[0] in r.stderr, r.stderr
+    assert "failed verification" in r.stderr, r.stderr
+    if os.geteuid() != 0:  # root's make_mutable changed every ctime: the first entry is named
+        assert victim.split("/")[-1] in r.stderr, r.stderr
     new = build_dir(cache)
     assert new.name == old.name
     if victim == "hako":
@@ -329,19 +332,13 @@ def test_payload_has_no_pydantic(cache):
     d = build_dir(cache)
     names = [str(p.relative_to(d)) for p in d.rglob("*")]
     assert not [n for n in names if "pydantic" in n.lower()]
-    assert (d / "_internal" / "spec" / "config.schema.json").is_file()
-    try:
-        from PyInstaller.archive.readers import CArchiveReader
-    except ImportError:
-        pytest.skip("PyInstaller is not importable here: only the file names were checked")
-    arch = CArchiveReader(str(d / "hako"))
-    modules = list(arch.toc)
-    for name in arch.toc:
-        if name.endswith(".pyz"):
-            modules += list(arch.open_embedded_archive(name).toc)
-    assert "runtime.cli" in modules and "spec.validate" in modules
-    assert not [m for m in modules if m.split(".")[0] in ("pydantic", "pydantic_core")
-                or m in ("spec.models", "spec.gen_schema")]
+    std = d / "lib" / "python3.11"
+    assert (std / "spec" / "config.schema.json").is_file()
+    assert (std / "runtime" / "cli.pyc").is_file() and (std / "spec" / "validate.pyc").is_file()
+    assert not (std / "spec" / "models.pyc").exists()
+    assert not (std / "spec" / "gen_schema.pyc").exists()
+    # sourceless bytecode only: nothing for the interpreter to stat, compare or compile
+    assert not [n for n in names if n.endswith(".py")]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="runs the binary as the unprivileged test user")

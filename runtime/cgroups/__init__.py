@@ -49,13 +49,8 @@ def create_manager(spec: dict, cid: str, *, rootless: bool, systemd: bool,
         host = paths.Host.detect()
     linux = spec.get("linux") or {}
     if systemd:
-        paths.parse_systemd_path(linux.get("cgroupsPath") or "", cid)
-        if not host.systemd_booted:
-            raise HakoError("--systemd-cgroup: systemd is not running on this host "
-                            "(no /run/systemd/system); run without --systemd-cgroup to use "
-                            "hako's cgroupfs driver")
-        raise HakoError("--systemd-cgroup: the systemd cgroup driver (transient units over "
-                        "D-Bus) is not implemented by hako; run without --systemd-cgroup")
+        from runtime.cgroups.systemd import new_manager
+        return new_manager(spec, cid, rootless=rootless, host=host)
     if host.mode == "none":
         if rootless:
             _no_cgroup_warning("no cgroup filesystem is mounted", spec)
@@ -113,4 +108,28 @@ def manager_from_state(d: dict) -> "object":
         uni = d.get("unified")
         return V1Manager(d.get("id", ""), d["paths"], unified=tuple(uni) if uni else None,
                          **common)
+    if driver == "systemd":
+        from runtime.cgroups.systemd import SystemdManager
+        return SystemdManager.from_state(d)
     raise HakoError(f"state.json: unknown cgroup driver {driver!r}")
+
+
+# read by the state store (status "paused") and every verb: no import of
+# runtime.state from here, which imports this
+def manager_of(state: dict):
+    """The container's Manager, or None when it runs without a cgroup."""
+    d = (state.get("hako") or {}).get("cgroup")
+    if not d:
+        return None
+    return manager_from_state(d)
+
+
+def is_paused(state: dict) -> bool:
+    """Cheap (one or two small reads): for Container.status()."""
+    d = (state.get("hako") or {}).get("cgroup")
+    if not d:
+        return False
+    try:
+        return manager_of(state).is_frozen()
+    except (OSError, HakoError):
+        return False

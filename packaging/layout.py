@@ -1,0 +1,144 @@
+"""The payload of ``dist/hako``: a relocatable Python prefix, run by the real interpreter.
+
+PyInstaller's analysis (packaging/hako.spec) decides *what* is collected: every
+module hako can import (lean exclusions included), the extension modules and the
+shared libraries they need, the schemas. This module decides *how* it runs:
+instead of PyInstaller's bootloader (which re-execs itself to set
+LD_LIBRARY_PATH, dlopens libpython and runs a Python-level bootstrap with its
+own importer: ~8 ms per call here), the launcher execs the build's own
+interpreter directly, laid out as an ordinary prefix::
+
+    hako                 the interpreter (the build's executable, libpython linked in
+                         statically on Debian; RPATH $ORIGIN/lib)
+    hako._pth            "lib/python3.11": the whole sys.path; its presence also makes
+                         the interpreter isolated (-I: no PYTHON* variables, no user
+                         site, no cwd on sys.path) and site-less (-S), whatever the
+                         command line
+    lib/*.so.*           shared libraries the interpreter and extension modules need
+                         that are not part of glibc (libz, libexpat, libffi)
+    lib/python3.11/      every module as sourceless bytecode (``os.pyc``,
+                         ``runtime/cli.pyc``): the path finder loads a ``.pyc`` that has
+                         no source without validating it against anything (no source
+                         stat, no timestamp check); extension modules and spec/*.json
+                         next to them; ``os.pyc`` is also the landmark from which the
+                         interpreter finds its prefix
+    lib/python3.11/_hako_entry.pyc   packaging/entry.py
+
+The launcher runs ``<cache>/<build>/hako -c "import _hako_entry" ARGS...``.
+"""
+
+from __future__ import annotations
+
+import importlib._bootstrap_external as _bx
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ENTRY_MODULE = "_hako_entry"
+EXE_NAME = "hako"
+
+#: part of glibc (or the kernel): always the host's, never bundled
+SYSTEM_LIBS = ("linux-vdso.so", "ld-linux", "libc.so", "libm.so", "libpthread.so", "libdl.so",
+               "librt.so", "libutil.so", "libresolv.so", "libmvec.so")
+
+
+def stdlib_dir() -> str:
+    import sys
+    return f"lib/python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def pyc_bytes(source: Path, shown_name: str, optimize: int) -> bytes:
+    """Sourceless bytecode of *source*: no mtime, no size (reproducible; nothing to check)."""
+    code = compile(source.read_bytes(), shown_name, "exec", dont_inherit=True, optimize=optimize)
+    return bytes(_bx._code_to_timestamp_pyc(code, 0, 0))
+
+
+def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        raise SystemExit(f"layout: {path} collected twice")
+    path.write_bytes(data)
+    path.chmod(mode)
+
+
+def _needed_libs(elf: Path) -> dict[str, str]:
+    """soname -> path of the non-glibc libraries *elf* needs (transitively, per ldd)."""
+    r = subprocess.run(["ldd", str(elf)], capture_output=True, text=True)
+    out = {}
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] == "=>" and parts[2].startswith("/"):
+            if not parts[0].startswith(SYSTEM_LIBS):
+                out[parts[0]] = parts[2]
+        elif "not found" in line:
+            raise SystemExit(f"layout: {elf}: {line.strip()}")
+    return out
+
+
+def python_executable() -> Path:
+    """The build interpreter's real executable (through the venv's symlinks)."""
+    import sys
+    exe = Path(os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable))
+    if not exe.is_file():
+        raise SystemExit(f"layout: cannot find the interpreter's executable ({exe})")
+    return exe
+
+
+def build(modules, binaries, datas, dest: Path, entry: Path, optimize: int = 0) -> Path:
+    """Write the prefix into *dest* (removed first); return the executable.
+
+    *modules*: (name, source path, typecode) of every pure module; *binaries*,
+    *datas*: PyInstaller TOCs (destination name, source path, typecode)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    lib = dest / "lib"
+    std = dest / stdlib_dir()
+    std.mkdir(parents=True)
+
+    seen = set()
+    for name, src, typecode in sorted(modules):
+        if name in seen or typecode != "PYMODULE":
+            continue
+        seen.add(name)
+        if src in (None, "-"):  # namespace package: a directory is enough
+            (std / name.replace(".", "/")).mkdir(parents=True, exist_ok=True)
+            continue
+        src = Path(src)
+        if src.suffix != ".py":
+            raise SystemExit(f"layout: {name}: no source ({src}) to compile")
+        rel = name.replace(".", "/") + ("/__init__.py" if src.name == "__init__.py" else ".py")
+        _write(std / (rel + "c"), pyc_bytes(src, rel, optimize))
+    _write(std / f"{ENTRY_MODULE}.pyc", pyc_bytes(entry, f"{ENTRY_MODULE}.py", optimize))
+
+    libs: dict[str, str] = {}
+    prefix = f"python{stdlib_dir().rsplit('python', 1)[1]}/lib-dynload/"
+    for name, src, typecode in sorted(binaries):
+        if typecode == "EXTENSION":
+            rel = name[len(prefix):] if name.startswith(prefix) else name
+            _write(std / rel, Path(src).read_bytes(), 0o755)
+            libs.update(_needed_libs(Path(src)))
+        elif not Path(name).name.startswith("libpython"):
+            # the interpreter below has libpython linked in (Debian's does; checked)
+            libs[Path(name).name] = src
+    exe = dest / EXE_NAME
+    python = python_executable()
+    shutil.copyfile(python, exe)
+    exe.chmod(0o755)
+    needed = _needed_libs(python)
+    if any(n.startswith("libpython") for n in needed):
+        raise SystemExit(f"layout: {python} links libpython dynamically: not supported "
+                         "(use an interpreter with libpython linked in, e.g. Debian's)")
+    libs.update(needed)
+    for soname, src in sorted(libs.items()):
+        _write(lib / soname, Path(src).read_bytes(), 0o755)
+    # DT_RPATH (not RUNPATH): also searched for the dependencies of dlopened
+    # extension modules (_ctypes -> libffi); no LD_LIBRARY_PATH, which would leak
+    # into every program hako starts
+    subprocess.run(["patchelf", "--force-rpath", "--set-rpath", "$ORIGIN/lib", str(exe)], check=True)
+
+    for name, src, typecode in sorted(datas):
+        if typecode == "DATA" and name != "base_library.zip":
+            _write(std / name, Path(src).read_bytes())
+    (dest / f"{EXE_NAME}._pth").write_text(stdlib_dir() + "\n")
+    return exe
