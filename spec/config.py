@@ -12,8 +12,9 @@ Checks run in this order and stop at the first problem:
 2. ``ociVersion`` is SemVer and within the versions hako implements;
 3. the generated schema (spec/config.schema.json, see spec.models): types, enums, bounds;
 4. Linux rules the schema cannot express, each a MUST/REQUIRED of runtime-spec v1.3.0
-   (config.md, config-linux.md), plus one deliberate hako rule: mount destinations must
-   be absolute (the spec only deprecates relative ones; see ``_check_mounts``).
+   (config.md, config-linux.md), plus deliberate hako rules: mount destinations must
+   be absolute (the spec only deprecates relative ones; see ``_check_mounts``), and no
+   string holds a NUL character (``_check_nul``).
 
 Why stdlib only: this runs on every ``hako create``; pydantic would add ~0.25 s.
 """
@@ -131,6 +132,9 @@ def _check_version(version: str) -> None:
 
 
 def _check_semantics(config: dict) -> None:
+    _check_nul({k: v for k, v in config.items() if k not in ("annotations", "process")}, [])
+    _check_nul({k: v for k, v in (config.get("annotations") or {}).items()
+                if k.startswith("io.hako.")}, ["annotations"])
     root = config.get("root")
     if root is None:  # config.md: REQUIRED on every platform but Hyper-V containers
         raise ConfigError("is required", "root")
@@ -154,7 +158,31 @@ def _absolute(path: str, where: str) -> None:
         raise ConfigError("must be an absolute path", where)
 
 
+def _check_nul(node: object, path: list) -> None:
+    """Every string hako hands the kernel (argv, environment, paths, names) is a
+    C string: an embedded NUL would cut it short or fail execve/mount late with
+    no useful message, so it is refused here, by its JSON path. Annotations are
+    opaque data (only hako's own io.hako.* ones are checked)."""
+    todo = [(node, path)]
+    while todo:
+        value, where = todo.pop()
+        if type(value) is str:
+            if "\0" in value:
+                raise ConfigError("contains a NUL character (\\u0000), which no argument, "
+                                  "environment entry, path or name can hold", format_path(where))
+        elif type(value) is dict:
+            for key in value:
+                if "\0" in key:
+                    raise ConfigError("the key contains a NUL character (\\u0000)",
+                                      format_path(where + [key]))
+            # reversed onto the stack: the first NUL in document order is reported
+            todo.extend((value[k], where + [k]) for k in reversed(list(value)))
+        elif type(value) is list:
+            todo.extend((value[i], where + [i]) for i in range(len(value) - 1, -1, -1))
+
+
 def _check_process(process: dict) -> None:
+    _check_nul(process, ["process"])
     args = process.get("args")
     if args is None:  # config.md: at least one entry is REQUIRED (non-Windows)
         raise ConfigError("is required", "process.args")
