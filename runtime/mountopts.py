@@ -181,6 +181,35 @@ def rootfs_propagation(value: str | None) -> int:
         raise ValueError(f"linux.rootfsPropagation: unknown value {value!r}") from None
 
 
+def setup_propagation(prop: int) -> int:
+    """What the namespace's "/" gets before the rootfs is bind-mounted onto itself.
+
+    The requested propagation when it is a shared, slave or private one, so that
+    bind mounts of host paths join, follow or leave the host's peer groups as
+    asked (runc does the same); rslave when unset, and for [r]unbindable, which
+    would make the rootfs itself unbindable, and an unbindable mount cannot be
+    bind-mounted (EINVAL): that one waits until after pivot_root.
+    """
+    if not prop or prop & MS_UNBINDABLE:
+        return MS_SLAVE | MS_REC
+    return prop
+
+
+def final_propagation(prop: int) -> int:
+    """What the container's "/" gets after pivot_root (0: nothing to do).
+
+    [r]shared and [r]unbindable in full: neither could be set before (pivot_root
+    refuses a shared new root, and an unbindable rootfs cannot be bound).
+    [r]slave and [r]private on "/" alone: the rootfs bind may have inherited a
+    master from the mount it lives on, while their recursive part was set before
+    any of the container's mounts existed, so that the mounts' own propagation
+    options stay as they were applied.
+    """
+    if prop & (MS_SHARED | MS_UNBINDABLE):
+        return prop
+    return prop & ~MS_REC
+
+
 def statvfs_to_flags(f_flag: int) -> int:
     """MS_* flags of a mount from statvfs' f_flag (what can be locked and more).
 

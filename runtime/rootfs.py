@@ -5,8 +5,8 @@ namespace when configured), before the user process is exec'd. The order is
 runc's (libcontainer/rootfs_linux.go):
 
 setup_rootfs
-  1. "/" made rslave (or per linux.rootfsPropagation), the rootfs' parent mount
-     made private, the rootfs bind-mounted onto itself;
+  1. "/" made rslave (or per linux.rootfsPropagation, unless [r]unbindable),
+     the rootfs' parent mount made private, the rootfs bind-mounted onto itself;
   2. every ``mounts[]`` entry, in order, each target resolved *inside* the rootfs
      (runtime.inroot) and mounted onto ``/proc/self/fd/N``;
   3. devices, /dev/ptmx and /dev symlinks (unless /dev is a bind mount);
@@ -14,7 +14,8 @@ setup_rootfs
      with --no-pivot), stdio on /dev/null re-opened.
 finalize_rootfs (after hostname and sysctl)
   readonlyPaths, maskedPaths, tmpfs and /dev mounts asked ``ro`` remounted
-  read-only, root.readonly, then shared/unbindable rootfsPropagation.
+  read-only, root.readonly, then linux.rootfsPropagation on the new "/"
+  (mountopts.final_propagation says what and why).
 
 Every failure is a :class:`RootfsError` whose str() is one line naming the
 container path and the errno text.
@@ -33,8 +34,8 @@ from runtime.inroot import (
     RootfsError, contains, ensure_file, fd_path, mkdir_all, open_in_root, real_path,
 )
 from runtime.mountopts import (
-    ATIME_FLAGS, LOCKED_FLAGS, PROPAGATION_MASK, MountOptions, parse_options,
-    rootfs_propagation, statvfs_to_flags,
+    ATIME_FLAGS, LOCKED_FLAGS, PROPAGATION_MASK, MountOptions, final_propagation,
+    parse_options, rootfs_propagation, setup_propagation, statvfs_to_flags,
 )
 from runtime.syscalls import (
     MNT_DETACH, MS_BIND, MS_MOVE, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
@@ -353,12 +354,13 @@ def setup_rootfs(spec: dict, bundle: str, *, rootless: bool, new_userns: bool, n
         raise RootfsError("linux.rootfsPropagation: [r]private is not safe without pivot_root "
                           "(--no-pivot)", errno.EINVAL)
 
-    # 1. propagation of "/", a private parent for the rootfs, the rootfs bind
+    # 1. propagation of "/" (never unbindable yet), a private parent for the
+    # rootfs, the rootfs bind
+    first = setup_propagation(prop)
     try:
-        sc.mount(None, "/", None, prop or (MS_SLAVE | MS_REC), None, label="/")
+        sc.mount(None, "/", None, first, None, label="/")
     except OSError as e:
-        raise RootfsError(f"make / {_prop_name(prop or (MS_SLAVE | MS_REC))}: {_why(e)}",
-                          e.errno) from None
+        raise RootfsError(f"make / {_prop_name(first)}: {_why(e)}", e.errno) from None
     parent = _mount_of(read_mountinfo(), rootfs)
     if parent is not None and any(o.startswith("shared:") for o in parent.optional):
         # pivot_root refuses a shared parent, and our bind must not propagate out
@@ -905,8 +907,8 @@ def _own_key(own: dict[str, str], controllers: list[str]) -> str | None:
 
 def finalize_rootfs(spec: dict, *, sc: Syscalls = SYS, _root: str = "/") -> None:
     """After hostname/sysctl were applied: linux.readonlyPaths, linux.maskedPaths,
-    read-only tmpfs and /dev, root.readonly, and rootfsPropagation shared /
-    unbindable (which had to wait until after pivot_root).
+    read-only tmpfs and /dev, root.readonly, and rootfsPropagation on "/"
+    (shared and unbindable had to wait until after pivot_root).
 
     ``_root`` is for tests: the directory standing for the container's '/'.
     """
@@ -941,11 +943,12 @@ def finalize_rootfs(spec: dict, *, sc: Syscalls = SYS, _root: str = "/") -> None
             prop = rootfs_propagation(linux.get("rootfsPropagation"))
         except ValueError as e:
             raise RootfsError(str(e), errno.EINVAL) from None
-        if prop & (MS_SHARED | MS_UNBINDABLE):
+        last = final_propagation(prop)
+        if last:
             try:
-                sc.mount(None, fd_path(rootfd), None, prop, None, label="/")
+                sc.mount(None, fd_path(rootfd), None, last, None, label="/")
             except OSError as e:
-                raise RootfsError(f"linux.rootfsPropagation: make / {_prop_name(prop)}: "
+                raise RootfsError(f"linux.rootfsPropagation: make / {_prop_name(last)}: "
                                   f"{_why(e)}", e.errno) from None
     finally:
         os.close(rootfd)

@@ -37,7 +37,11 @@ FileMode = Annotated[int, Field(ge=0, le=0o777)]
 StringMap = dict[str, str]
 
 NamespaceType = Literal["mount", "pid", "network", "uts", "ipc", "user", "cgroup", "time"]
-RootfsPropagation = Literal["private", "shared", "slave", "unbindable"]
+#: the spec's four, and the recursive forms runc and crun accept (containerd's CRI
+#: sets "rshared" / "rslave" for Bidirectional / HostToContainer volumes)
+RootfsPropagation = Literal[
+    "private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable", "runbindable"
+]
 SeccompAction = Literal[
     "SCMP_ACT_KILL",
     "SCMP_ACT_KILL_PROCESS",

@@ -137,8 +137,9 @@ def edit(base: dict, change: Callable[[dict], None]) -> dict:
         (lambda c: c["root"].pop("path"), "root.path: is required"),
         (lambda c: c.update(mounts={}), "mounts: must be an array of objects, got object"),
         (
-            lambda c: c["linux"].update(rootfsPropagation="rshared"),
-            "linux.rootfsPropagation: must be one of private, shared, slave, unbindable",
+            lambda c: c["linux"].update(rootfsPropagation="rsideways"),
+            "linux.rootfsPropagation: must be one of private, rprivate, rshared, rslave, "
+            "runbindable, shared, slave, unbindable",
         ),
         (
             lambda c: c["linux"].update(

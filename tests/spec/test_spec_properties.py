@@ -66,12 +66,20 @@ def has_empty_id_range(doc: Any) -> bool:
     return any(m.get("size") == 0 for m in mappings)
 
 
+def has_recursive_propagation(doc: Any) -> bool:
+    """Refused by the official schema, accepted by hako on purpose (as runc and crun
+    do, and containerd's CRI writes them): rprivate, rshared, rslave, runbindable."""
+    value = (doc.get("linux") or {}).get("rootfsPropagation")
+    return isinstance(value, str) and value.startswith("r")
+
+
 @SETTINGS
 @given(VALID)
 def test_generated_configs_are_valid_for_every_oracle(config: dict) -> None:
     assert first_error(config, SCHEMA) is None
     assert STRICT_2020.is_valid(config)
-    if lib.OFFICIAL_DIR.is_dir():  # hako's schema is nowhere looser than the official one
+    # hako's schema is nowhere looser than the official one (but for the r-forms)
+    if lib.OFFICIAL_DIR.is_dir() and not has_recursive_propagation(config):
         assert official().is_valid(config), next(official().iter_errors(config)).message
     model = Config.model_validate(config)
     assert json.loads(json.dumps(config)) == config

@@ -751,10 +751,14 @@ def test_rootfs_propagation(tmp_path, host, bundle, resolver):
     fake = make_fake(resolver)
     R.finalize_rootfs(spec, sc=fake, _root=rootfs_of(bundle))
     assert summary(fake, rootfs_of(bundle)) == [("mount", None, "R", None, MS_SHARED, None)]
-    # private / slave need nothing after the pivot
+    # private / slave: set again on "/" alone after the pivot (their recursive
+    # part was set before the container's mounts existed)
     fake = make_fake(resolver)
     R.finalize_rootfs({"linux": {"rootfsPropagation": "rprivate"}}, sc=fake,
                       _root=rootfs_of(bundle))
+    assert summary(fake, rootfs_of(bundle)) == [("mount", None, "R", None, MS_PRIVATE, None)]
+    fake = make_fake(resolver)
+    R.finalize_rootfs({"linux": {}}, sc=fake, _root=rootfs_of(bundle))
     assert fake.calls == []
     with pytest.raises(R.RootfsError, match="unknown value 'sideways'"):
         setup({"root": {"path": "rootfs"}, "linux": {"rootfsPropagation": "sideways"}}, bundle,
