@@ -20,7 +20,8 @@ PYTEST_ARGS ?=
 
 HOST_PKGS := uidmap busybox-static runc crun fuse-overlayfs umoci slirp4netns passt \
 	libseccomp2 iproute2 procps util-linux python3-venv python3-dev hyperfine golang-github-containers-common \
-	podman conmon catatonit containers-storage docker.io containerd rootlesskit tini
+	podman conmon catatonit containers-storage docker.io containerd rootlesskit tini \
+	systemd dbus dbus-user-session
 
 .PHONY: help install host-deps test test-engines demo clean bench
 

@@ -9,7 +9,7 @@ cannot claim what the code does not do.
 from __future__ import annotations
 
 from runtime import capabilities, hooks, mountopts
-from runtime.cli import SPEC_VERSION, VERSION
+from runtime.version import SPEC_VERSION, VERSION
 from runtime.namespaces import FLAGS as NAMESPACES
 
 
@@ -42,8 +42,10 @@ def _cgroup() -> dict:
     return {
         "v1": host.mode in ("v1", "hybrid"),
         "v2": host.mode in ("v2", "hybrid"),
-        "systemd": False,  # no D-Bus client: --systemd-cgroup is refused
-        "systemdUser": False,
+        # --systemd-cgroup: transient scopes through systemd's D-Bus API
+        # (runtime/cgroups/systemd.py), rootless through the user's manager
+        "systemd": True,
+        "systemdUser": True,
         "rdma": "rdma" in getattr(host, "v1", {}) or host.mode == "v2",
     }
 

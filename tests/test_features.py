@@ -53,4 +53,4 @@ def test_features_match_what_hako_does():
         assert "SCMP_ARCH_X86_64" in sec["archs"]
         assert set(sec["supportedFlags"]) <= set(sec["knownFlags"])
     assert f["linux"]["apparmor"]["enabled"] == Path("/sys/kernel/security/apparmor").is_dir()
-    assert f["linux"]["cgroup"]["systemd"] is False
+    assert f["linux"]["cgroup"]["systemd"] is True and f["linux"]["cgroup"]["systemdUser"] is True
