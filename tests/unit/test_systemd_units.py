@@ -145,3 +145,32 @@ def test_bus_addresses(monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/5")
     assert _addresses(True) == ["/run/user/5/bus", "/run/user/5/systemd/private"]
     assert host_uid() >= 0
+
+
+def test_verbs_without_the_bus_do_not_import_it(tmp_path):
+    """state/kill/ps/pause go through the scope's files: rebuilding a systemd
+    manager from state.json and using it loads neither jeepney nor the client."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    d = tmp_path / "scope"
+    d.mkdir()
+    (d / "cgroup.procs").write_text("")
+    (d / "cgroup.freeze").write_text("0\n")
+    import json
+    st = {"hako": {"cgroup": {"driver": "systemd", "inner": "v2", "id": "c",
+                              "mount": str(tmp_path), "path": str(d), "unit": "runc-c.scope",
+                              "slice": "system.slice", "user": False, "mode": "v2",
+                              "cgroup": "/scope"}}}
+    code = (
+        "import sys, json\n"
+        "from runtime.cgroups.ops import manager_of, is_paused\n"
+        f"st = json.loads({json.dumps(st)!r})\n"
+        "m = manager_of(st); is_paused(st); m.pids(); m.kill_all(0); m.exists()\n"
+        "print([n for n in ('jeepney', 'runtime.cgroups.sdbus') if n in sys.modules])\n")
+    repo = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", "import sys; sys.path.insert(0, "
+                        f"{str(repo)!r}); exec({code!r})"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", r.stdout
