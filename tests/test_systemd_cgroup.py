@@ -50,11 +50,12 @@ def _boot(layout: str, session):
     return box
 
 
-@pytest.fixture(scope="module")
-def hybrid_box(hako_session):
+@pytest.fixture(scope="module", params=["hybrid", "legacy"])
+def hybrid_box(request, hako_session):
+    """The host's hybrid layout, and cgroup v1 alone (no unified tree)."""
     if systemd_kit.host_mode() == "unified":
-        pytest.skip("the host is cgroup v2: no v1 hierarchies for a hybrid box")
-    box = _boot("hybrid", hako_session)
+        pytest.skip("the host is cgroup v2: no v1 hierarchies for a hybrid or v1 box")
+    box = _boot(request.param, hako_session)
     yield box
     box.close()
 
@@ -197,7 +198,8 @@ def test_hybrid_lifecycle_limits_update_delete(hrt, runtime):
         r = call("delete", "--force", cid)
     assert r.returncode == 0, r.stderr
     assert unit_gone(box, cid_unit), box.show(cid_unit)
-    for h in ("memory", "pids", "cpu", "freezer", "systemd", ""):
+    for h in ("memory", "pids", "cpu", "freezer", "systemd") + (("",) if box.mode == "hybrid"
+                                                                 else ()):
         assert not os.path.exists(host_dir(box, h, cg)), (h, cg)
     assert box.run(["systemctl", "list-units", "--failed", "--plain", "--no-legend",
                     "--no-pager"]).stdout.strip() == "", "a failed unit is left"
@@ -258,7 +260,8 @@ def test_hybrid_rootless_is_refused(hrt):
     assert hrt.hako("state", cid).returncode != 0
 
 
-def test_unified_lifecycle(urt):
+@pytest.mark.parametrize("runtime", ["hako", "runc"])
+def test_unified_lifecycle(urt, runtime):
     """cgroup v2: the scope is delegated (root: system manager; rootless: the
     user's manager), TasksMax shown by systemd, freeze through cgroup.freeze,
     kill --all through cgroup.kill, nothing left after delete."""
@@ -266,30 +269,32 @@ def test_unified_lifecycle(urt):
     user = urt.uid if urt.rootless else None
     # no limits: the host binds every controller but hugetlb to v1, so this
     # v2 tree has none (a limit is a clear error there, checked below)
-    cid = start_sleeper(urt, cgroups_path=f"{SLICE}:hk:CID")
+    call = urt.hako if runtime == "hako" else urt.runc
+    cid = start_sleeper(urt, cgroups_path=f"{SLICE}:hk:CID", runtime=runtime)
     unit = f"hk-{cid}.scope"
     try:
         props = box.show(unit, "ActiveState", "Delegate", "ControlGroup", user=user)
         assert props["ActiveState"] == "active" and props["Delegate"] == "yes", props
         cg = props["ControlGroup"]
         d = host_dir(box, "", cg)
-        assert cgroup_state(urt, cid)["path"] == "/sys/fs/cgroup" + cg
+        if runtime == "hako":
+            assert cgroup_state(urt, cid)["path"] == "/sys/fs/cgroup" + cg
         if urt.rootless:
             assert cg.startswith(f"/user.slice/user-{urt.uid}.slice/user@{urt.uid}.service/"), cg
             assert os.stat(d).st_uid == urt.uid  # delegated to the user
         assert read(d, "cgroup.procs").split() != []
-        assert urt.hako("pause", cid).returncode == 0
+        assert call("pause", cid).returncode == 0
         assert read(d, "cgroup.freeze") == "1"
-        assert urt.hako("resume", cid).returncode == 0
+        assert call("resume", cid).returncode == 0
         assert read(d, "cgroup.freeze") == "0"
-        r = urt.hako("events", "--stats", cid)
+        r = call("events", "--stats", cid)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["type"] == "stats"  # no pids/memory controller in this tree
-        assert urt.hako("kill", "--all", cid, "KILL").returncode == 0
-        support.wait_until(lambda: json.loads(urt.hako("state", cid).stdout)["status"]
+        assert call("kill", "--all", cid, "KILL").returncode == 0
+        support.wait_until(lambda: json.loads(call("state", cid).stdout)["status"]
                            == "stopped", timeout=15)
     finally:
-        r = urt.hako("delete", "--force", cid)
+        r = call("delete", "--force", cid)
     assert r.returncode == 0, r.stderr
     assert unit_gone(box, unit, user=user)
     assert not os.path.exists(d)
