@@ -324,3 +324,104 @@ def test_no_systemd_is_a_clear_error(rt):
     assert r.returncode != 0
     assert "systemd is not running" in r.stderr and "cgroupfs" in r.stderr, r.stderr
     assert rt.hako("state", cid).returncode != 0
+
+
+# ---------------------------------------------------------------------- podman
+PODMAN_IMAGE = "localhost/hako-sd-bb"
+
+
+def _podman_setup(box, session, rt) -> tuple[list[str], dict]:
+    """A private podman (root) in the box: systemd cgroup manager, hako and
+    runc registered, busybox imported from a tar."""
+    import shutil
+    import tarfile
+    if not shutil.which("podman") or not shutil.which("conmon"):
+        pytest.skip("podman/conmon not installed (make host-deps)")
+    d = rt.dir / "podman"
+    for sub in ("root", "runroot", "tmpdir", "netconf"):
+        (d / sub).mkdir(parents=True, mode=0o700)
+    (d / "containers.conf").write_text(f"""[containers]
+netns = "none"
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+
+[network]
+network_config_dir = "{d}/netconf"
+
+[engine]
+cgroup_manager = "systemd"
+events_logger = "file"
+events_logfile_path = "{d}/tmpdir/events.log"
+runtime_supports_json = ["crun", "runc", "hako"]
+
+[engine.runtimes]
+hako = ["{support.HAKO}"]
+runc = ["{support.RUNC}"]
+""")
+    (d / "storage.conf").write_text(f'[storage]\ndriver = "overlay"\nrunroot = "{d}/runroot"\n'
+                                    f'graphroot = "{d}/root"\n')
+    (d / "registries.conf").write_text("")
+    tar = d / "bb.tar"
+    rootfs = session.rootfs()
+    with tarfile.open(tar, "w") as tf:
+        for entry in sorted(rootfs.rglob("*")):
+            ti = tf.gettarinfo(str(entry), str(entry.relative_to(rootfs)))
+            ti.uid = ti.gid = 0
+            ti.uname = ti.gname = "root"
+            if ti.isreg():
+                with open(entry, "rb") as f:
+                    tf.addfile(ti, f)
+            else:
+                tf.addfile(ti)
+    env = {"CONTAINERS_CONF": str(d / "containers.conf"),
+           "CONTAINERS_STORAGE_CONF": str(d / "storage.conf"),
+           "CONTAINERS_REGISTRIES_CONF": str(d / "registries.conf")}
+    cli = ["podman", "--root", str(d / "root"), "--runroot", str(d / "runroot"),
+           "--tmpdir", str(d / "tmpdir")]
+    r = rt.run(cli + ["import", str(tar), PODMAN_IMAGE], env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return cli, env
+
+
+@pytest.mark.parametrize("runtime", ["hako", "runc"])
+def test_podman_systemd_cgroup_manager(hrt, hako_session, runtime):
+    """podman --cgroup-manager systemd --runtime <rt>: podman names the scope
+    (machine.slice:libpod:<id>), hako makes it; limits from podman's flags."""
+    if hrt.rootless:
+        pytest.skip("rootless podman needs cgroup v2 for the systemd manager (hybrid box)")
+    box = hrt.user.box
+    cli, env = _podman_setup(box, hako_session, hrt)
+    cli = cli + ["--runtime", runtime]
+    name = hrt.new_id()
+    try:
+        r = hrt.run(cli + ["run", "--rm", PODMAN_IMAGE, "sh", "-c", "cat /proc/self/cgroup"],
+                    env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "memory:/machine.slice/libpod-" in r.stdout, r.stdout
+        r = hrt.run(cli + ["run", "-d", "--name", name, "--memory", "48m", "--pids-limit", "33",
+                           PODMAN_IMAGE, "sleep", "300"], env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        cid = r.stdout.strip().splitlines()[-1]
+        unit = f"libpod-{cid}.scope"
+        props = box.show(unit, "ActiveState", "MemoryLimit", "TasksMax", "Slice")
+        assert props["ActiveState"] == "active" and props["Slice"] == "machine.slice", props
+        assert props["MemoryLimit"] == str(48 * 2**20) and props["TasksMax"] == "33", props
+        r = hrt.run(cli + ["update", "--memory", "80m", name], env=env, timeout=60) \
+            if runtime == "hako" else None
+        if r is not None and "unknown command" not in r.stderr:
+            assert r.returncode == 0, r.stderr
+            assert box.show(unit, "MemoryLimit")["MemoryLimit"] == str(80 * 2**20)
+        assert hrt.run(cli + ["pause", name], env=env, timeout=60).returncode == 0
+        assert hrt.run(cli + ["unpause", name], env=env, timeout=60).returncode == 0
+        r = hrt.run(cli + ["stop", "-t", "1", name], env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        r = hrt.run(cli + ["rm", name], env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert unit_gone(box, unit)
+        units = box.run(["systemctl", "list-units", "--all", "--plain", "--no-legend",
+                         "--no-pager", "libpod-*"]).stdout
+        assert cid not in units, units
+        assert box.run(["systemctl", "list-units", "--failed", "--plain", "--no-legend",
+                        "--no-pager"]).stdout.strip() == ""
+    finally:
+        hrt.run(cli + ["rm", "-f", "-a"], env=env, timeout=120)
+        hrt.run(cli + ["system", "reset", "-f"], env=env, timeout=120)
