@@ -12,6 +12,15 @@ Where each kind runs (runtime-spec config.md#posix-platform-hooks):
 
 A failing hook of the first four kinds aborts the operation; poststart and
 poststop failures are warnings, as the spec requires.
+
+The state on stdin carries the status the spec gives the hook's moment
+(``STATUS``; runtime-spec 1.3 runtime.md "State" and "Lifecycle"): "creating"
+is step 2 only (building the environment), "created" is after step 2 until the
+user program runs, and prestart, createRuntime, createContainer (steps 3-5) and
+startContainer (step 7) all come after step 2 and before it (step 8); poststart
+is step 9 ("running"), poststop step 13 ("stopped"). crun gives "created" to the
+first three as well (and a non-standard "starting" to startContainer); runc
+gives "creating" to the first three.
 """
 
 from __future__ import annotations
@@ -25,12 +34,18 @@ KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "post
          "poststop")
 
 
+#: the container status each kind of hook is told (see the module docstring)
+STATUS = {"prestart": "created", "createRuntime": "created", "createContainer": "created",
+          "startContainer": "created", "poststart": "running", "poststop": "stopped"}
+
+
 def has(hooks: dict | None, *kinds: str) -> bool:
     return bool(hooks) and any(hooks.get(k) for k in kinds)
 
 
 def run(kind: str, hooks: dict | None, state: dict) -> None:
     """Run every hook of ``kind`` in order; the first failure raises HakoError."""
+    state = {**state, "status": STATUS[kind]}
     for i, hook in enumerate((hooks or {}).get(kind) or []):
         _run_one(f"hooks.{kind}[{i}]", hook, state)
 
@@ -38,6 +53,7 @@ def run(kind: str, hooks: dict | None, state: dict) -> None:
 def run_warn(kind: str, hooks: dict | None, state: dict) -> None:
     """Run every hook of ``kind``; failures are logged and the rest still run."""
     from runtime import log
+    state = {**state, "status": STATUS[kind]}
     for i, hook in enumerate((hooks or {}).get(kind) or []):
         try:
             _run_one(f"hooks.{kind}[{i}]", hook, state)
@@ -75,7 +91,7 @@ def _run_one(where: str, hook: dict, state: dict) -> None:
 
 
 def state_for(state: dict, status: str, pid: int | None = None) -> dict:
-    """The OCI state document a hook sees, with the status of its moment."""
+    """The OCI state document a hook sees (run/run_warn set the status of its kind)."""
     out = {k: state[k] for k in ("ociVersion", "id", "bundle") if k in state}
     out["status"] = status
     if pid is not None:

@@ -94,7 +94,7 @@ def test_every_phase_in_order_with_state(rt, hooklog):
     for kind, rec in recs.items():
         assert rec["state"]["id"] == cid and rec["state"]["bundle"] == str(bundle)
         assert rec["env"].get("HOOKVAR") == "yes" and "HAKO_TEST_SESSION" not in rec["env"]
-    assert recs["createRuntime"]["state"]["status"] == "creating"
+    assert recs["createRuntime"]["state"]["status"] == "created"  # tests/test_hook_status.py
     assert recs["createRuntime"]["state"]["pid"] == pid
     assert recs["poststart"]["state"]["status"] == "running"
     assert recs["poststop"]["state"]["status"] == "stopped"
