@@ -75,7 +75,7 @@ else
 fi
 mount -t tmpfs -o mode=755 tmpfs $R/dev
 for d in null zero full random urandom tty; do touch $R/dev/$d; mount --bind /dev/$d $R/dev/$d; done
-touch $R/dev/console; mount --bind /dev/null $R/dev/console
+touch $R/dev/console  # a plain file: systemd chowns/chmods its console (a bind of /dev/null made the host's 0620 root:tty)
 mkdir $R/dev/pts $R/dev/shm $R/dev/mqueue $R/dev/net
 mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts $R/dev/pts
 ln -s pts/ptmx $R/dev/ptmx
@@ -83,6 +83,8 @@ mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
 ln -s /proc/self/fd $R/dev/fd
 for d in run tmp var root home; do mount -t tmpfs -o mode=755 tmpfs $R/$d; done
 chmod 1777 $R/tmp
+awk -F: '$6 ~ "^/home/" {print $3, $4, $6}' /etc/passwd | while read -r u g h; do
+  mkdir -p "$R$h"; chown "$u:$g" "$R$h"; done
 mkdir -p $R/var/lib $R/var/log $R/var/tmp $R/var/cache $R/run/lock
 chmod 1777 $R/var/tmp
 mount -t tmpfs -o mode=755 tmpfs $R/etc
