@@ -527,6 +527,76 @@ static int candidates(const char *out[4], char bufs[4][PATH_MAX])
 
 /* ------------------------------------------------------------- verification */
 
+/* The next number of a stamp line (base 8 or 10) followed by *stop*. */
+static int stamp_num(const char **s, unsigned base, char stop, unsigned long long *out)
+{
+    const char *p = *s;
+    unsigned long long v = 0;
+    while (*p >= '0' && (unsigned)(*p - '0') < base)
+        v = v * base + (unsigned)(*p++ - '0');
+    if (p == *s || *p != stop)
+        return 0;
+    *out = v;
+    *s = p + (stop != '\0');
+    return 1;
+}
+
+/* Does the rest of a stamp line (after "<path> ") describe *st*? The same
+ * fields fingerprint() writes, compared as numbers: formatting ~330 lines with
+ * snprintf on every call cost more than all the fstatat calls. */
+static int matches(const char *s, const struct stat *st, int top)
+{
+    unsigned long long mode, nlink, size, ino, ms, mn, cs, cn;
+    if (top)
+        return stamp_num(&s, 8, '\0', &mode) && mode == (unsigned)st->st_mode;
+    return stamp_num(&s, 8, ' ', &mode) && stamp_num(&s, 10, ' ', &nlink) &&
+           stamp_num(&s, 10, ' ', &size) && stamp_num(&s, 10, ' ', &ino) &&
+           stamp_num(&s, 10, '.', &ms) && stamp_num(&s, 10, ' ', &mn) &&
+           stamp_num(&s, 10, '.', &cs) && stamp_num(&s, 10, '\0', &cn) &&
+           mode == (unsigned)st->st_mode && nlink == (unsigned long long)st->st_nlink &&
+           st->st_size >= 0 && size == (unsigned long long)st->st_size &&
+           ino == (unsigned long long)st->st_ino && st->st_mtim.tv_sec >= 0 &&
+           ms == (unsigned long long)st->st_mtim.tv_sec &&
+           mn == (unsigned long long)st->st_mtim.tv_nsec && st->st_ctim.tv_sec >= 0 &&
+           cs == (unsigned long long)st->st_ctim.tv_sec &&
+           cn == (unsigned long long)st->st_ctim.tv_nsec;
+}
+
+/* O_PATH descriptors of the build's directories, so that each entry is looked
+ * up by its last component (one path walk per directory, not per file). Each
+ * directory has its own stamp line, which catches one replaced by a symlink. */
+#define MAX_DIRS 128
+struct dir_cache { int n; int fd[MAX_DIRS]; const char *name[MAX_DIRS]; size_t len[MAX_DIRS]; };
+
+static int dir_fd(struct dir_cache *c, int top, const char *path, const char **base)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        *base = path;
+        return top;
+    }
+    size_t len = (size_t)(slash - path);
+    *base = slash + 1;
+    for (int i = c->n - 1; i >= 0; i--)
+        if (c->len[i] == len && !memcmp(c->name[i], path, len))
+            return c->fd[i];
+    if (c->n == MAX_DIRS) {   /* not expected: look it up by the whole path */
+        *base = path;
+        return top;
+    }
+    char dir[PATH_MAX];
+    memcpy(dir, path, len);
+    dir[len] = '\0';
+    int fd = openat(top, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    c->fd[c->n] = fd;
+    c->name[c->n] = path;   /* in the stamp buffer, which outlives the cache */
+    c->len[c->n] = len;
+    c->n++;
+    return fd;
+}
+
 /* 0: the cache entry matches its stamp; the checked executable is in *exefd. */
 static int verify(int rootfd, const char *name, int *exefd, char *why, size_t whylen)
 {
@@ -557,7 +627,8 @@ static int verify(int rootfd, const char *name, int *exefd, char *why, size_t wh
     stamp[st.st_size] = '\0';
 
     int rc = -1, have_exe = 0, have_top = 0;
-    char line[PATH_MAX + 256];
+    struct dir_cache dirs;
+    dirs.n = 0;
     char *p = stamp, *nl = strchr(p, '\n');
     if (nl && !strncmp(p, "hako-cache ", 11) && strncmp(p, STAMP_MAGIC, strlen(STAMP_MAGIC))) {
         snprintf(why, whylen, "unpacked by another version of the launcher");
@@ -589,7 +660,9 @@ static int verify(int rootfd, const char *name, int *exefd, char *why, size_t wh
             goto out;
         }
         struct stat es;
-        if (fstatat(dfd, top ? "" : p, &es, top ? AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW) != 0) {
+        const char *base = p;
+        int at = top ? dfd : dir_fd(&dirs, dfd, p, &base);
+        if (at < 0 || fstatat(at, top ? "" : base, &es, top ? AT_EMPTY_PATH : AT_SYMLINK_NOFOLLOW) != 0) {
             snprintf(why, whylen, "%s: %s", p, strerror(errno));
             goto out;
         }
@@ -597,14 +670,11 @@ static int verify(int rootfd, const char *name, int *exefd, char *why, size_t wh
             snprintf(why, whylen, "%s is owned by uid %u", p, (unsigned)es.st_uid);
             goto out;
         }
-        fingerprint(line, sizeof(line), p, &es, top);
-        *sp = ' ';
-        size_t ll = strlen(line);
-        line[ll - 1] = '\0';   /* drop the newline for the comparison */
-        if (strcmp(line, p)) {
-            snprintf(why, whylen, "%s changed since it was unpacked", strtok(p, " "));
+        if (!matches(sp + 1, &es, top)) {
+            snprintf(why, whylen, "%s changed since it was unpacked", p);
             goto out;
         }
+        *sp = ' ';
         if (top) {
             have_top = 1;
             if (es.st_mode & (cache_readonly ? 022 : FORBIDDEN_BITS)) {
@@ -635,6 +705,8 @@ static int verify(int rootfd, const char *name, int *exefd, char *why, size_t wh
     }
     rc = 0;
 out:
+    for (int i = 0; i < dirs.n; i++)
+        close(dirs.fd[i]);
     if (rc != 0 && *exefd >= 0) {
         close(*exefd);
         *exefd = -1;
