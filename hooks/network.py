@@ -77,6 +77,11 @@ As a plain OCI hook for another runtime (paths as the host sees them)::
 (without ``--phase`` the status on stdin decides: "stopped" cleans up, anything
 else is the runtime phase). A resolv.conf for such a runtime is a mount entry
 its config brings; ``plan()`` computes the entries hako adds.
+
+hako's resolv.conf mount carries ``"x-hako-mountpoint": "overlay"``: on a rootfs
+without /etc/resolv.conf that cannot take an empty mount point (rootless on a
+rootfs owned by someone else, a read-only filesystem), the init makes it in a
+read-only overlay of /etc instead of failing (runtime/mountpoints.py).
 """
 
 from __future__ import annotations
@@ -115,6 +120,8 @@ API_SOCKET = "network.sock"
 CTL_SOCKET = "network.ctl"
 RESOLV_FILE = "resolv.conf"
 OWNED_MARK = ".hako-network-owned"
+#: runtime.mountpoints.MARK (not imported: this file also runs as a standalone hook)
+MOUNTPOINT_MARK = "x-hako-mountpoint"
 #: how long the hook waits for the interface and the forwards
 READY_TIMEOUT = 15.0
 #: how long a helper gets to exit on SIGTERM before SIGKILL
@@ -535,9 +542,14 @@ def plan(spec: dict, state_dir: str, bundle: str | None = None) -> NetworkPlan |
     if provide:
         lines = [f"nameserver {opts.resolver}"] + _host_resolv_extras()
         resolv_text = "\n".join(lines) + "\n"
+        # MOUNTPOINT_MARK: when the rootfs has no resolv.conf and cannot take an
+        # empty one (rootless on someone else's rootfs, a read-only filesystem),
+        # hako makes the mount point in a read-only overlay of /etc instead
+        # (runtime/mountpoints.py); other runtimes ignore the key
         mount = {"destination": "/etc/resolv.conf", "type": "bind",
                  "source": os.path.join(state_dir, RESOLV_FILE),
-                 "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}
+                 "options": ["bind", "ro", "nosuid", "nodev", "noexec"],
+                 MOUNTPOINT_MARK: "overlay"}
     return NetworkPlan(opts, state_dir, hooks, mount, replace, resolv_text)
 
 

@@ -254,6 +254,52 @@ def ensure_file(rootfd: int, path: str, mode: int = 0o644, *, sc: Syscalls = SYS
     raise _err(errno.ELOOP)
 
 
+def missing_tail(rootfd: int, path: str, *, sc: Syscalls = SYS) -> tuple[int, list[str]] | None:
+    """Where ``mkdir -p`` / :func:`ensure_file` would create *path*: an O_PATH fd of
+    the deepest directory that exists and the components missing below it, or
+    None when *path* exists. Symlinks on the way resolve inside the root, a
+    dangling one to where it points, as the creating functions do. OSError when
+    the path cannot be resolved at all (ENOTDIR, ELOOP, EACCES ...) or would
+    climb with ".." below a directory that does not exist."""
+    links = 0
+    for _ in range(4 * MAXSYMLINKS):
+        try:
+            os.close(open_in_root(rootfd, path, os.O_PATH, sc=sc))
+            return None
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise
+        comps = _split(path)
+        k = len(comps) - 1
+        pfd = -1
+        while k >= 0:
+            try:
+                pfd = open_in_root(rootfd, "/" + "/".join(comps[:k]), os.O_PATH | os.O_DIRECTORY,
+                                   sc=sc)
+                break
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    raise
+                k -= 1
+        if pfd < 0 or ".." in comps[k:]:
+            _close(pfd)
+            raise _err(errno.ENOENT)
+        try:
+            target = os.readlink(comps[k], dir_fd=pfd)
+        except FileNotFoundError:
+            return pfd, comps[k:]
+        except OSError:
+            _close(pfd)
+            raise
+        os.close(pfd)
+        links += 1
+        if links > MAXSYMLINKS:
+            raise _err(errno.ELOOP)
+        base = target if target.startswith("/") else "/".join(comps[:k] + [target])
+        path = "/".join([base] + comps[k + 1:])
+    raise _err(errno.ELOOP)
+
+
 def contains(root_real: str, path_real: str) -> bool:
     """Whether *path_real* is *root_real* or below it (both canonical)."""
     return path_real == root_real or path_real.startswith(root_real.rstrip("/") + "/")

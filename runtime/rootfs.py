@@ -8,7 +8,9 @@ setup_rootfs
   1. "/" made rslave (or per linux.rootfsPropagation, unless [r]unbindable),
      the rootfs' parent mount made private, the rootfs bind-mounted onto itself;
   2. every ``mounts[]`` entry, in order, each target resolved *inside* the rootfs
-     (runtime.inroot) and mounted onto ``/proc/self/fd/N``;
+     (runtime.inroot) and mounted onto ``/proc/self/fd/N``; before them, the
+     mount points of hako's own entries that the rootfs cannot take
+     (runtime.mountpoints);
   3. devices, /dev/ptmx and /dev symlinks (unless /dev is a bind mount);
   4. ``before_pivot()`` (the init's hook point), pivot_root (or MS_MOVE + chroot
      with --no-pivot), stdio on /dev/null re-opened.
@@ -29,7 +31,7 @@ import stat
 import time
 
 from runtime.mountinfo import unescape
-from runtime import devices
+from runtime import devices, mountpoints
 from runtime.inroot import (
     RootfsError, contains, ensure_file, fd_path, mkdir_all, open_in_root, real_path,
 )
@@ -379,9 +381,16 @@ def setup_rootfs(spec: dict, bundle: str, *, rootless: bool, new_userns: bool, n
                new_userns=new_userns, new_netns=new_netns, new_cgroupns=new_cgroupns, sc=sc)
     ctx.cgroup_dirs = cgroup_dirs
     try:
-        # 2. mounts
+        # 2. mounts; first the mount points of hako's own entries that the
+        # rootfs cannot take (runtime.mountpoints)
+        mounts = spec.get("mounts") or []
+        skip = mountpoints.prepare(ctx.rootfd, rootfs, mounts, bundle=bundle,
+                                   data_label=ctx.labeled, sc=sc)
+        ctx.follow_root()
         setup_dev = True
-        for i, m in enumerate(spec.get("mounts") or []):
+        for i, m in enumerate(mounts):
+            if i in skip:
+                continue
             _mount_entry(ctx, i, m)
             ctx.follow_root()
             if _clean(m.get("destination") or "") == "/dev" and _is_bind(m):

@@ -109,7 +109,8 @@ def test_plan_adds_two_hooks_and_a_resolv_conf_mount(tmp_path):
     assert os.path.isabs(rt[0]["path"]) and rt[0]["timeout"] > 0
     assert spec["mounts"] == [{"destination": "/etc/resolv.conf", "type": "bind",
                                "source": os.path.join(state, "resolv.conf"),
-                               "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}]
+                               "options": ["bind", "ro", "nosuid", "nodev", "noexec"],
+                               "x-hako-mountpoint": "overlay"}]
     assert not os.path.exists(state)  # plan writes nothing
     os.mkdir(state)
     p.prepare()
