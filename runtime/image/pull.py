@@ -20,15 +20,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import sys
 import threading
-import time
 
 from runtime.errors import HakoError
 from runtime.image import digest as D
 from runtime.image import httpc, regauth, regconf
 from runtime.image import reference as R
 from runtime.image import source as S
+from runtime.image.pullview import Display, human
 from runtime.image.registry import Registry, RegistryError, Stopped
 
 JOBS = max(1, min(8, int(os.environ.get("HAKO_PULL_JOBS") or 3)))
@@ -246,103 +245,6 @@ def find(text: str, opts: Options, regs: _Registries) -> tuple[Registry, RemoteI
     raise PullError(f"{text}: " + "; ".join(str(e) for _, e in errors))
 
 
-# --------------------------------------------------------------------- display
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.1f}MiB"
-
-
-class Display:
-    """Per-layer bars on a terminal (redrawn by a thread), plain lines
-    otherwise, nothing with --quiet. Writes happen under the fork gate."""
-
-    def __init__(self, quiet: bool, stream=None) -> None:
-        self.stream = stream or sys.stderr
-        force = os.environ.get("HAKO_PROGRESS")
-        try:
-            tty = self.stream.isatty()
-        except (AttributeError, ValueError):
-            tty = False
-        self.quiet = quiet
-        self.tty = not quiet and (force == "1" or (tty and force != "0"))
-        self.rows: list[dict] = []
-        self.drawn = 0
-        self.stop = threading.Event()
-        self.thread: threading.Thread | None = None
-        self.lock = threading.Lock()
-
-    def _write(self, s: str) -> None:
-        with httpc.GATE.shared():
-            try:
-                self.stream.write(s)
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass
-
-    def line(self, text: str) -> None:
-        if self.quiet:
-            return
-        if self.tty:
-            with self.lock:
-                self._write(self._erase() + text + "\n" + self._render())
-        else:
-            self._write(text + "\n")
-
-    def add(self, label: str, total: int | None, state: str) -> dict:
-        row = {"label": label, "total": total, "done": 0, "state": state, "t0": None}
-        with self.lock:
-            self.rows.append(row)
-        return row
-
-    def set(self, row: dict, state: str, note: str | None = None) -> None:
-        row["state"] = state
-        if state == "downloading" and row["t0"] is None:
-            row["t0"] = time.monotonic()
-        if not self.tty and not self.quiet and note:
-            self._write(f"{row['label']}: {note}\n")
-
-    def start(self) -> None:
-        if self.tty:
-            self.thread = threading.Thread(target=self._loop, daemon=True)
-            self.thread.start()
-
-    def _loop(self) -> None:
-        while not self.stop.wait(0.1):
-            self.redraw()
-
-    def redraw(self) -> None:
-        with self.lock:
-            self._write(self._erase() + self._render())
-
-    def _erase(self) -> str:
-        n, self.drawn = self.drawn, 0
-        return f"\x1b[{n}A\r\x1b[J" if n else ""
-
-    def _render(self) -> str:
-        import shutil
-        width = max(40, shutil.get_terminal_size((100, 20)).columns - 1)
-        out = []
-        for r in self.rows:
-            total, done, st = r["total"], r["done"], r["state"]
-            if st == "downloading" and total:
-                barw = max(10, width - len(r["label"]) - 30)
-                fill = min(barw, done * barw // total) if total else 0
-                bar = "=" * max(0, fill - 1) + (">" if fill else "") + "-" * (barw - fill)
-                text = f"{r['label']} [{bar}] {_mib(done)} / {_mib(total)}"
-            elif st == "downloading":
-                text = f"{r['label']} {_mib(done)}"
-            else:
-                text = f"{r['label']} {st}"
-            out.append(text[:width])
-        self.drawn = len(out)
-        return "".join(t + "\n" for t in out)
-
-    def finish(self) -> None:
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout=2)
-            self.redraw()
-
-
 # ------------------------------------------------------------------ downloads
 class _Blob:
     def __init__(self, layer: S.LayerRef, path: str) -> None:
@@ -414,7 +316,7 @@ def _worker(queue: list, qlock: threading.Lock, reg: Registry, repo: str, store,
                              progress=progress, stop=stop)
                 blob.fetched = True
                 display.set(blob.row, "downloaded",
-                            f"downloaded {_mib(blob.layer.size or blob.row['done'])}")
+                            f"downloaded {human(blob.layer.size or blob.row['done'])}")
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             blob.error = e
             blob.release(remove=False)  # download() removed a bad file itself
@@ -482,7 +384,9 @@ def _fetch_layers(reg: Registry, img: RemoteImage, store, opts: Options, display
                 while not b.done.wait(0.2):
                     pass
                 if b.error is not None:
-                    raise b.error
+                    # a download stopped because another failed: that one's error
+                    raise next((x.error for x in blobs.values() if x.error is not None
+                                and not isinstance(x.error, Stopped)), b.error)
                 if not store.is_complete(layer.diff_id):
                     display.set(b.row, "unpacking")
                     store.ensure_layer(img, layer, list(reversed(dirs)),

@@ -379,27 +379,21 @@ class Registry:
         dg = desc["digest"]
         algo, _ = D.parse(dg, what)
         size = desc.get("size")
-        with httpc.GATE.shared():
-            h = hashlib.new(algo)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         ok = False
         try:
             with os.fdopen(fd, "r+b", buffering=0) as f:
-                offset = self._rehash(f, h)
-                if size is not None and offset > size:
-                    f.truncate(0)
-                    offset = 0
-                    with httpc.GATE.shared():
-                        h = hashlib.new(algo)
+                st = _Partial(f, algo)
+                st.rehash()
+                if size is not None and st.offset > size:
+                    st.restart()
                 failures = 0
-                while size is None or offset < size or offset == 0:
+                while True:
                     if stop is not None and stop.is_set():
                         raise Stopped()
                     try:
-                        offset, h, done = self._fetch_range(repo, dg, algo, f, h, offset, size,
-                                                            what, progress, stop)
-                        if done:
-                            break
+                        self._fetch_range(repo, dg, st, size, what, progress, stop)
+                        break
                     except httpc.TransportError as e:
                         if e.tls:
                             raise
@@ -407,12 +401,12 @@ class Registry:
                         if failures > RETRIES:
                             raise httpc.TransportError(f"{what}: {e} (gave up after "
                                                        f"{RETRIES} retries)") from None
-                        self.log(f"{what}: {e}: resuming at byte {offset}")
+                        self.log(f"{what}: {e}: resuming at byte {st.offset}")
                         time.sleep(_retry_after(None, failures - 1))
-                if size is not None and offset != size:
+                if size is not None and st.offset != size:
                     raise D.DigestError(f"{what}: size mismatch: expected {size} bytes, "
-                                        f"got {offset}")
-                got = f"{algo}:{h.hexdigest()}"
+                                        f"got {st.offset}")
+                got = f"{algo}:{st.h.hexdigest()}"
                 if got != dg:
                     raise D.DigestError(f"{what}: digest mismatch: expected {dg}, content "
                                         f"is {got}")
@@ -424,39 +418,27 @@ class Registry:
                 except OSError:
                     pass
 
-    @staticmethod
-    def _rehash(f, h) -> int:
-        n = 0
-        while True:
-            b = f.read(CHUNK)
-            if not b:
-                return n
-            h.update(b)
-            n += len(b)
-
-    def _fetch_range(self, repo, dg, algo, f, h, offset, size, what, progress, stop):
-        """One GET from *offset*; returns (offset, hash, finished)."""
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+    def _fetch_range(self, repo: str, dg: str, st: "_Partial", size: int | None, what: str,
+                     progress, stop) -> None:
+        """One GET from st.offset to the end; st follows every byte written,
+        so a failure midway leaves it where the next Range starts."""
+        if size is not None and st.offset == size and st.offset:
+            return  # a complete file left by an earlier pull: only verified
+        headers = {"Range": f"bytes={st.offset}-"} if st.offset else {}
         resp = self.get(repo, f"blobs/{dg}", what, headers)
         try:
-            if resp.status == 416 and offset and size == offset:
-                return offset, h, True
-            if resp.status == 206 and offset:
+            if resp.status == 206 and st.offset:
                 cr = resp.header("Content-Range") or ""
-                if not cr.startswith(f"bytes {offset}-"):
-                    raise RegistryError(f"{what}: asked for bytes {offset}- and got "
+                if not cr.startswith(f"bytes {st.offset}-"):
+                    raise RegistryError(f"{what}: asked for bytes {st.offset}- and got "
                                         f"{cr or 'no Content-Range'}")
             elif resp.status == 200:
-                if offset:
+                if st.offset:
                     self.log(f"{what}: the registry ignored Range: starting again")
-                    f.seek(0)
-                    f.truncate(0)
-                    offset = 0
-                    with httpc.GATE.shared():
-                        h = hashlib.new(algo)
+                    st.restart()
             else:
                 raise self._refusal(resp, what)
-            f.seek(offset)
+            st.f.seek(st.offset)
             buf = bytearray(CHUNK)
             view = memoryview(buf)
             while True:
@@ -465,18 +447,48 @@ class Registry:
                     break
                 if stop is not None and stop.is_set():
                     raise Stopped()
-                h.update(view[:n])
-                f.write(view[:n])
-                offset += n
-                if size is not None and offset > size:
+                st.add(view[:n])
+                if size is not None and st.offset > size:
                     raise D.DigestError(f"{what}: size mismatch: more than the {size} bytes "
                                         "the manifest gives")
                 if progress is not None:
-                    progress(offset)
+                    progress(st.offset)
             left = resp.resp.length
-            if (size is not None and offset < size) or left:
+            if (size is not None and st.offset < size) or left:
                 raise httpc.TransportError(f"{self.registry}: connection closed at byte "
-                                           f"{offset} of {size if size is not None else '?'}")
-            return offset, h, True
+                                           f"{st.offset} of {size if size is not None else '?'}")
         finally:
             resp.close()
+
+
+class _Partial:
+    """A blob file being written and the hash of what it holds."""
+
+    def __init__(self, f, algo: str) -> None:
+        self.f = f
+        self.algo = algo
+        self.offset = 0
+        with httpc.GATE.shared():
+            self.h = hashlib.new(algo)
+
+    def rehash(self) -> None:
+        """Hash what an earlier, interrupted pull left in the file."""
+        self.f.seek(0)
+        while True:
+            b = self.f.read(CHUNK)
+            if not b:
+                return
+            self.h.update(b)
+            self.offset += len(b)
+
+    def restart(self) -> None:
+        self.f.seek(0)
+        self.f.truncate(0)
+        self.offset = 0
+        with httpc.GATE.shared():
+            self.h = hashlib.new(self.algo)
+
+    def add(self, data) -> None:
+        self.f.write(data)
+        self.h.update(data)
+        self.offset += len(data)

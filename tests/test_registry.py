@@ -1,0 +1,339 @@
+"""`hako images pull` and `hako bundle` with registry references, against a real
+registry: Debian's docker-registry (distribution 2.8) on 127.0.0.1, images pushed
+with skopeo from OCI layouts built by tests/imagebuild.py. Root and rootless.
+
+Faults go through tests/registry_kit.FaultProxy (429/503, a tampered blob, a
+connection cut mid-layer). TLS, basic and token auth are in test_registry_auth.py.
+Every hako call gets a private HOME, XDG_RUNTIME_DIR, registries.conf and store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import imagebuild as ib
+import registry_kit as K
+from test_image_drivers import patch_config
+
+
+# ------------------------------------------------------------------ fixtures
+def _marker(base: bytes, text: str, arch: str = "amd64") -> ib.Image:
+    return ib.Image([base, ib.layer_tar([("file", "which", text)])], arch=arch,
+                    config={"Cmd": ["cat", "/which"]})
+
+
+@pytest.fixture(scope="session")
+def kit(hako_session):
+    """One plain-HTTP registry with the test images, and a fault proxy in front."""
+    missing = K.missing_tools()
+    if missing:
+        pytest.skip(f"registry tests need {', '.join(missing)} (make host-deps)")
+    # outside the session directory: the leftover checks would take the registry
+    # (its command line names its files) for a process a test left behind
+    d = Path(tempfile.mkdtemp(prefix="hako-registry-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    base = ib.layer_tar(None, base_dir=hako_session.rootfs())
+    big = ib.layer_tar([("file", "big", os.urandom(3 << 20))])
+    layouts = {
+        "one": ib.write_oci(d / "one", [("one", _marker(base, "one\n"))]),
+        "zstd": ib.write_oci(d / "zstd", [("zstd", _marker(base, "zstd\n"))],
+                             compression="zstd"),
+        "plain": ib.write_oci(d / "plain", [("plain", _marker(base, "plain\n"))],
+                              compression=""),
+        "multi": ib.write_oci(d / "multi", [("multi", _marker(base, "amd64\n")),
+                                           (None, _marker(base, "arm64\n", "arm64"))],
+                              multiarch=True),
+        "docker": ib.write_oci(d / "docker", [("docker", _marker(base, "docker\n"))]),
+        "big": ib.write_oci(d / "big", [("big", ib.Image(
+            [base, big], config={"Cmd": ["sh", "-c", "wc -c < /big"]}))]),
+    }
+    reg = K.Registry(d / "plain-registry")
+    proxy = None
+    try:
+        K.push(layouts["one"], "one", f"{reg.host}/test/one:1")
+        K.push(layouts["one"], "one", f"{reg.host}/library/busybox:latest")
+        K.push(layouts["one"], "one", f"{reg.host}/busybox:latest")
+        K.push(layouts["zstd"], "zstd", f"{reg.host}/test/zstd:1")
+        K.push(layouts["plain"], "plain", f"{reg.host}/test/plain:1")
+        K.push(layouts["multi"], "multi", f"{reg.host}/test/multi:1", all_platforms=True)
+        K.push(layouts["docker"], "docker", f"{reg.host}/test/docker:1", docker_format=True)
+        K.push(layouts["big"], "big", f"{reg.host}/test/big:1")
+        proxy = K.FaultProxy(reg.host)
+        for p in d.rglob("*"):
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        yield SimpleNamespace(reg=reg, proxy=proxy, dir=d, layouts=layouts)
+    finally:
+        if proxy is not None:
+            proxy.close()
+        reg.close()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def store_of(rt) -> Path:
+    return rt.dir / "store"
+
+
+def env_of(rt, conf: str = "") -> dict:
+    """A private HOME, XDG_RUNTIME_DIR and registries.conf for the call."""
+    home = rt.dir / "home"
+    if not home.exists():
+        home.mkdir(mode=0o700)
+        rt.chown(home)
+    p = rt.dir / "registries.conf"
+    p.write_text(conf)
+    os.chmod(p, 0o644)
+    return {"HOME": home, "XDG_RUNTIME_DIR": rt.xdg, "CONTAINERS_REGISTRIES_CONF": p}
+
+
+def hako(rt, *args, conf: str = "", timeout: float = 120, env: dict | None = None):
+    return rt.hako(*args, env={**env_of(rt, conf), **(env or {})}, timeout=timeout)
+
+
+def pull(rt, ref: str, *extra, conf: str = "", check: bool = True, env=None, debug=False):
+    pre = ["--debug"] if debug else []
+    r = hako(rt, *pre, "images", "pull", "--store", store_of(rt), *extra, ref, conf=conf,
+             env=env)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def run_image(rt, ref: str, *extra, conf: str = "", name: str = "b") -> str:
+    b = rt.dir / name
+    r = hako(rt, "bundle", "--image", ref, "--store", store_of(rt), *extra, b, conf=conf)
+    assert r.returncode == 0, r.stderr
+    patch_config(rt, b)
+    r = rt.hako("run", "--bundle", b, rt.new_id(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def images(rt) -> list[dict]:
+    r = hako(rt, "images", "--store", store_of(rt), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def assert_nothing_kept(rt, absent: tuple[str, ...] = ()) -> None:
+    """No image record, no partial layer, no download left in the store; no
+    layer of the *absent* diff_ids (other layers may be complete: a verified
+    layer is kept for the next attempt)."""
+    st = store_of(rt)
+    if not st.exists():
+        return
+    assert not list((st / "images").glob("*.json")), "an image record was written"
+    for p in (st / "layers").iterdir():
+        assert not p.name.startswith(".") and (p / "layer.json").exists(), f"partial {p}"
+        assert f"sha256:{p.name}" not in absent, f"layer {p.name} was kept"
+    if (st / "downloads").exists():
+        assert not list((st / "downloads").iterdir()), "a download was kept"
+
+
+# ---------------------------------------------------------------------- tests
+def test_pull_then_bundle_and_run(rt, kit):
+    ref = f"{kit.reg.host}/test/one:1"
+    r = pull(rt, ref)
+    image_id = r.stdout.strip()
+    assert image_id.startswith("sha256:") and len(image_id) == 71, r.stdout
+    recs = images(rt)
+    assert [x["names"][0] for x in recs] == [ref] and recs[0]["id"] == image_id
+    assert recs[0]["layers_present"] == 2 and recs[0]["source"] == f"docker://{ref}"
+    assert not list((store_of(rt) / "downloads").iterdir()), "downloaded blobs were kept"
+    # the bundle takes it from the store: no registry needed
+    assert run_image(rt, ref, "--pull", "never") == "one\n"
+
+
+def test_layers_in_the_store_are_not_downloaded_again(rt, kit):
+    kit.proxy.clear()
+    ref = f"{kit.proxy.host}/test/one:1"
+    pull(rt, ref)
+    first = kit.proxy.requests("/blobs/")
+    assert len(first) == 3, first  # config + 2 layers
+    kit.proxy.clear()
+    # the same base layer compressed with zstd: the store knows its diff_id
+    r = pull(rt, f"{kit.proxy.host}/test/zstd:1")
+    assert "1 layer pulled, 1 already in the store" in r.stderr, r.stderr
+    zbase = _layer_digests(kit, "zstd")[0]
+    assert zbase not in _layer_digests(kit, "one") and not kit.proxy.requests(zbase)
+    kit.proxy.clear()
+    r = pull(rt, ref)
+    again = kit.proxy.requests("/blobs/")
+    assert [x[1].rsplit("/", 1)[1] for x in again] == [_manifest(kit, "one")["config"]["digest"]]
+    assert "0 layers pulled, 2 already in the store" in r.stderr, r.stderr
+
+
+def test_formats_zstd_uncompressed_docker_schema2(rt, kit):
+    for repo, text in (("test/zstd:1", "zstd\n"), ("test/plain:1", "plain\n"),
+                       ("test/docker:1", "docker\n")):
+        ref = f"{kit.reg.host}/{repo}"
+        pull(rt, ref)
+        assert run_image(rt, ref, name=f"b-{repo.split('/')[1][:-2]}") == text
+    raw, _ = kit.reg.manifest("test/docker", "1")
+    assert json.loads(raw)["mediaType"] == \
+        "application/vnd.docker.distribution.manifest.v2+json"
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_platform_selection(rt, kit):
+    ref = f"{kit.reg.host}/test/multi:1"
+    r = pull(rt, ref, "--platform", "linux/arm64")
+    assert [x["platform"] for x in images(rt)] == ["linux/arm64"]
+    r = pull(rt, ref, "--platform", "linux/s390x", check=False)
+    assert r.returncode != 0
+    assert "linux/amd64" in r.stderr and "linux/arm64" in r.stderr and "--platform" in r.stderr
+    if platform.machine() == "x86_64":
+        pull(rt, ref)
+        assert run_image(rt, ref) == "amd64\n"
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_references_by_digest(rt, kit):
+    raw, digest = kit.reg.manifest("test/one", "1")
+    ref = f"{kit.reg.host}/test/one@{digest}"
+    r = pull(rt, ref)
+    assert ref in images(rt)[0]["names"]
+    assert run_image(rt, ref, "--pull", "never") == "one\n"
+    wrong = f"{kit.reg.host}/test/one@sha256:{'0' * 64}"
+    r = pull(rt, wrong, check=False)
+    assert r.returncode != 0 and "not found" in r.stderr, r.stderr
+    r = pull(rt, f"{kit.reg.host}/test/one@sha256:abc", check=False)
+    assert r.returncode != 0 and "malformed" in r.stderr, r.stderr
+
+
+def test_unknown_repository_and_tag(rt, kit):
+    r = pull(rt, f"{kit.reg.host}/test/nope:1", check=False)
+    assert r.returncode == 1 and "test/nope:1: not found" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = pull(rt, f"{kit.reg.host}/test/one:2", check=False)
+    assert r.returncode == 1 and "test/one:2: not found" in r.stderr, r.stderr
+    r = pull(rt, "UPPER/case", check=False)
+    assert r.returncode != 0 and "lowercase" in r.stderr, r.stderr
+    r = pull(rt, f"127.0.0.1:{K.free_port()}/x:1", check=False)
+    assert r.returncode != 0 and "cannot reach" in r.stderr, r.stderr
+    assert_nothing_kept(rt)
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_short_names_search_registries_mirrors_aliases(rt, kit):
+    empty = K.Registry(Path(tempfile.mkdtemp(prefix="empty-", dir=kit.dir)))
+    try:
+        conf = f'unqualified-search-registries = ["{empty.host}", "{kit.reg.host}"]\n'
+        r = pull(rt, "busybox", conf=conf)
+        assert [x["names"][0] for x in images(rt)] == [f"{kit.reg.host}/busybox:latest"]
+        # the bundle finds the short name in the store (no pull)
+        assert run_image(rt, "busybox", "--pull", "never", conf=conf) == "one\n"
+        r = pull(rt, "nothere", conf=conf, check=False)
+        assert r.returncode != 0 and "not found in the search registries" in r.stderr
+        assert empty.host in r.stderr and kit.reg.host in r.stderr
+    finally:
+        empty.close()
+    # docker.io through a mirror: busybox -> docker.io/library/busybox
+    conf = ('[[registry]]\nprefix = "docker.io"\nlocation = "docker.io"\n'
+            f'[[registry.mirror]]\nlocation = "{kit.reg.host}"\n')
+    r = pull(rt, "busybox:latest", conf=conf)
+    assert "docker.io/library/busybox:latest" in [n for x in images(rt) for n in x["names"]]
+    # an alias
+    conf = f'[aliases]\n"myone" = "{kit.reg.host}/test/one"\n'
+    pull(rt, "myone:1", conf=conf)
+    assert f"{kit.reg.host}/test/one:1" in [n for x in images(rt) for n in x["names"]]
+    # a blocked registry
+    conf = f'[[registry]]\nprefix = "{kit.reg.host}"\nblocked = true\n'
+    r = pull(rt, f"{kit.reg.host}/test/one:1", conf=conf, check=False)
+    assert r.returncode != 0 and "blocked" in r.stderr
+
+
+def test_bundle_pulls_a_registry_reference(rt, kit):
+    ref = f"docker://{kit.reg.host}/test/zstd:1"
+    r = hako(rt, "bundle", "--image", ref, "--store", store_of(rt), "--pull", "never",
+             rt.dir / "b0")
+    assert r.returncode != 0 and "--pull never" in r.stderr
+    assert run_image(rt, ref) == "zstd\n"
+    assert [x["names"][0] for x in images(rt)] == [ref[len("docker://"):]]
+    r = hako(rt, "bundle", "--image", f"{kit.reg.host}/test/nope:1", "--store", store_of(rt),
+             rt.dir / "b2")
+    assert r.returncode != 0 and "not found" in r.stderr
+    assert not (rt.dir / "b2").exists()
+
+
+# --------------------------------------------------------------------- faults
+def _manifest(kit, name: str) -> dict:
+    layout = kit.layouts[name]
+    idx = json.loads((layout / "index.json").read_text())
+    return json.loads((layout / "blobs" / "sha256" / idx["manifests"][0]["digest"][7:])
+                      .read_text())
+
+
+def _diff_ids(kit, name: str) -> list[str]:
+    cfg = _manifest(kit, name)["config"]["digest"]
+    return json.loads((kit.layouts[name] / "blobs" / "sha256" / cfg[7:]).read_text()
+                      )["rootfs"]["diff_ids"]
+
+
+def _layer_digests(kit, name: str) -> list[str]:
+    return [x["digest"] for x in _manifest(kit, name)["layers"]]
+
+
+def test_a_tampered_blob_is_refused_and_nothing_kept(rt, kit):
+    kit.proxy.clear()
+    top = _layer_digests(kit, "one")[-1]
+    kit.proxy.add(f"/blobs/{top}$", "tamper", times=1)
+    r = pull(rt, f"{kit.proxy.host}/test/one:1", check=False)
+    assert r.returncode == 1 and "digest mismatch" in r.stderr, r.stderr
+    assert_nothing_kept(rt, absent=(_diff_ids(kit, "one")[-1],))
+    kit.proxy.clear()
+
+
+def test_a_connection_cut_mid_layer_is_resumed_with_range(rt, kit):
+    kit.proxy.clear()
+    big = _layer_digests(kit, "big")[-1]
+    kit.proxy.add(f"/blobs/{big}$", "cut", times=1, after=1 << 20)
+    ref = f"{kit.proxy.host}/test/big:1"
+    r = pull(rt, ref)
+    got = kit.proxy.requests(f"/blobs/{big}$")
+    assert len(got) == 2, got
+    assert got[0][2] is None and got[1][2] == f"bytes={1 << 20}-" and got[1][3] == 206, got
+    assert run_image(rt, ref, "--pull", "never") == f"{3 << 20}\n"
+    kit.proxy.clear()
+
+
+def test_429_and_503_are_retried(rt, kit):
+    kit.proxy.clear()
+    kit.proxy.add("/manifests/1$", "status", times=1, code=429, headers={"Retry-After": "1"})
+    layer = _layer_digests(kit, "one")[0]
+    kit.proxy.add(f"/blobs/{layer}$", "status", times=2, code=503)
+    r = pull(rt, f"{kit.proxy.host}/test/one:1", debug=True)
+    man = kit.proxy.requests("/manifests/1$")
+    assert [x[3] for x in man][:2] == [429, 200], man
+    assert [x[3] for x in kit.proxy.requests(f"/blobs/{layer}$")] == [503, 503, 200]
+    assert "HTTP 429: retrying in 1.0s" in r.stderr, r.stderr
+    # a registry that keeps failing: a clear error after the retries
+    kit.proxy.clear()
+    kit.proxy.add("/manifests/1$", "status", times=100, code=503)
+    r = pull(rt, f"{kit.proxy.host}/test/zstd:1", check=False)
+    assert r.returncode == 1 and "HTTP 503" in r.stderr, r.stderr
+    kit.proxy.clear()
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_progress_bars_on_a_terminal_and_quiet(rt, kit):
+    r = pull(rt, f"{kit.reg.host}/test/big:1", env={"HAKO_PROGRESS": "1"})
+    assert "\x1b[" in r.stderr and "Copying blob" in r.stderr and "MiB" in r.stderr
+    r = pull(rt, f"{kit.reg.host}/test/one:1", "--quiet")
+    assert r.stderr == "" and r.stdout.startswith("sha256:")
+
+
+def test_help_and_usage_errors(rt, kit):
+    r = hako(rt, "images", "--help")
+    assert "pull" in r.stdout and "login" in r.stdout
+    r = hako(rt, "images", "pull")
+    assert r.returncode == 2 and "expected one image reference" in r.stderr
+    r = hako(rt, "images", "frobnicate")
+    assert r.returncode == 2 and "pull" in r.stderr
