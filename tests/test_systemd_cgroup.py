@@ -251,6 +251,30 @@ def test_hybrid_bad_paths_are_clear_errors(hrt):
         assert hrt.hako("state", cid).returncode != 0
 
 
+def test_hybrid_same_unit_twice_is_refused(hrt):
+    """A second container naming the same scope: one clear error, the first
+    container and its unit untouched, nothing of the second left."""
+    if hrt.rootless:
+        pytest.skip("rootless: see test_hybrid_rootless_is_refused")
+    box = hrt.user.box
+    first = hrt.new_id()
+    cid = start_sleeper(hrt, cgroups_path=f"{SLICE}:dup:{first}")
+    unit = f"dup-{first}.scope"
+    try:
+        second = hrt.new_id()
+        bundle = hrt.bundle(["true"], patch={"linux": {"cgroupsPath": f"{SLICE}:dup:{first}"}})
+        r = hrt.hako("--systemd-cgroup", "create", "--bundle", bundle, second, timeout=60)
+        assert r.returncode != 0 and f"unit {unit} already exists" in r.stderr, r.stderr
+        assert hrt.hako("state", second).returncode != 0
+        assert box.show(unit, "ActiveState")["ActiveState"] == "active"
+        assert json.loads(hrt.hako("state", cid).stdout)["status"] == "running"
+        procs = read(host_dir(box, "pids", f"/{SLICE}/{unit}"), "cgroup.procs").split()
+        assert len(procs) == 1, procs
+    finally:
+        r = hrt.hako("delete", "--force", cid)
+    assert r.returncode == 0 and unit_gone(box, unit), r.stderr
+
+
 def test_hybrid_rootless_is_refused(hrt):
     if not hrt.rootless:
         pytest.skip("rootless only")

@@ -103,6 +103,7 @@ class SystemdManager(Manager):
         self._started = False
         self._fresh = False  # started with these limits: the next apply writes files only
         self._seed_pipe = -1
+        self._foreign = False  # create failed before the unit was ours
 
     def __getattr__(self, name: str):
         # ``paths`` / ``path`` / ``unified`` of the inner manager (OOM notifier,
@@ -155,6 +156,12 @@ class SystemdManager(Manager):
             if not self._v2():
                 self.inner.create()
         except BaseException:
+            if not self._started:
+                # the unit is not ours (e.g. it exists): create's undo must
+                # neither signal its processes nor stop it
+                self._foreign = True
+                self._kill_seed()
+                raise
             try:
                 self.destroy()
             except HakoError:
@@ -244,6 +251,8 @@ class SystemdManager(Manager):
         remove what is left (the hierarchies systemd does not manage)."""
         from runtime.cgroups.sdbus import BusError
         self._kill_seed()
+        if self._foreign:
+            return
         problems = []
         try:
             bus = self.bus()
@@ -268,7 +277,13 @@ class SystemdManager(Manager):
         return self.inner.dirs()
 
     def pids(self) -> list[int]:
+        if self._foreign:
+            return []
         return [p for p in self.inner.pids() if p != self._seed]
+
+    def kill_all(self, sig: int) -> None:
+        if not self._foreign:
+            super().kill_all(sig)
 
     def freeze(self) -> None:
         self.inner.freeze()
