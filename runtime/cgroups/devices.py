@@ -1,12 +1,27 @@
 """Device access rules: from ``linux.resources.devices`` to the v1 devices cgroup.
 
-runc's semantics: the config's rules, in order, then runc's default allow
-list (mknod of anything, the standard /dev nodes, ptys, /dev/net/tun), all
-folded through an emulator of the kernel's devices cgroup -- a default
-policy (allow-all "blacklist" or deny-all "whitelist") plus exceptions. The
-cgroup's current state is read back from ``devices.list`` and only the
-difference is written, so a running container is never momentarily denied
-every device; the result is read back and compared.
+The config's rules, in order, then the default allow list (mknod of anything,
+the standard /dev nodes, ptys, /dev/net/tun), all folded through an emulator
+of the kernel's devices cgroup -- a default policy (allow-all "blacklist" or
+deny-all "whitelist") plus exceptions. The cgroup's current state is read back
+from ``devices.list`` and only the difference is written, so a running
+container is never momentarily denied every device; the result is read back
+and compared.
+
+Order (runtime-spec config-linux.md, "Allowed Device list": "The runtime MUST
+apply entries in the listed order"): each rule acts on the state the earlier
+ones left, as successive writes to devices.allow/deny do, so a later rule
+overrides an earlier one for the devices both name (deny-then-allow allows,
+allow-then-deny denies). The exceptions are also written in the order the
+rules first name them -- the config's before the defaults -- so the kernel's
+devices.list lists them as the config does: what crun does (it writes each
+entry, then its defaults) and what the OCI validation suite checks
+(linux_cgroups_devices: the config's allowed entries first, in order). runc
+1.1 folds the same way but writes the exceptions sorted by device number, so
+its devices.list starts with the defaults' wildcards (same access, other
+order). The defaults come after the config's rules, as in runc and crun: a
+config cannot take away the nodes the spec makes every container have
+(config-linux.md "Default Devices"); hako's own are those of runc 1.1.
 
 The same folded rule set drives the v2 eBPF device filter (runtime.cgroups.ebpf).
 """
@@ -202,7 +217,9 @@ class Emulator:
         return self.default_allow
 
     def ordered(self) -> list[tuple[tuple[str, int, int], str]]:
-        return sorted(self.rules.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0]))
+        """The exceptions in the order the rules first named them (the kernel
+        keeps its list so: a new exception is appended, a wider one merged)."""
+        return list(self.rules.items())
 
     def transition(self, target: "Emulator") -> list[Rule]:
         """The least disruptive writes that turn this state into ``target``:
@@ -214,7 +231,7 @@ class Emulator:
         if self.default_allow or self.default_allow != target.default_allow:
             out.append(Rule("a", WILDCARD, WILDCARD, "rwm", target.default_allow))
             old = {}
-        for key, perms in sorted(old.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+        for key, perms in old.items():
             dropped = "".join(c for c in perms if c not in target.rules.get(key, ""))
             if dropped:
                 out.append(Rule(*key, dropped, target.default_allow))
