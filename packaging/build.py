@@ -129,9 +129,9 @@ def flatten_base_library(onedir: Path) -> None:
 
 def modules_of_prefix(top: Path) -> list[str]:
     """Python modules of a prefix build (packaging/layout.py): its .pyc files."""
-    from layout import stdlib_dir
+    from layout import read_index, stdlib_dir
     std = top / stdlib_dir()
-    out = []
+    out = list(read_index(std))
     for p in std.rglob("*.pyc"):
         parts = list(p.relative_to(std).with_suffix("").parts)
         if parts[-1] == "__init__":
@@ -162,7 +162,12 @@ def smoke_test(top: Path) -> None:
             "assert sys.flags.isolated and sys.flags.no_site and sys.flags.safe_path, sys.flags\n"
             f"for n in {names!r}:\n"
             "    __import__(n)\n"
+            "assert type(sys.modules['runtime.state'].__spec__.loader).__name__ == '_Modules'\n"
             "print(len(sys.path))\n")
+    # the finder of packaging/entry.py, without running the CLI
+    code = ("import sys\ncli = type(sys)('runtime.cli')\ncli.run = lambda: None\n"
+            "sys.modules['runtime.cli'] = cli\nimport _hako_entry\ndel sys.modules['runtime.cli']\n"
+            + code)
     r = subprocess.run([str(top / EXE_NAME), "-c", code], capture_output=True, text=True,
                        cwd="/", env={"PATH": "/usr/bin:/bin", "PYTHONPATH": "/nonexistent"})
     if r.returncode != 0 or r.stdout.strip() != "1":

@@ -120,6 +120,43 @@ def test_spec_writes_a_config(cache, tmp_path):
     assert '"ociVersion"' in (tmp_path / "config.json").read_text()
 
 
+def test_interpreter_ignores_python_environment_and_cwd(cache, tmp_path):
+    """The bundled interpreter is isolated whatever the caller's environment
+    (hako._pth: no PYTHON* variables, no user site, nothing from the cwd)."""
+    planted = tmp_path / "planted"
+    (planted / "runtime").mkdir(parents=True)
+    for f in (planted / "runtime" / "__init__.py", planted / "runtime" / "cli.py",
+              planted / "sitecustomize.py", planted / "usercustomize.py", planted / "startup.py",
+              planted / "encodings.py"):
+        f.write_text("raise SystemExit('pwned')\n")
+    env = {"PYTHONPATH": str(planted), "PYTHONSTARTUP": str(planted / "startup.py"),
+           "PYTHONINSPECT": "1", "PYTHONHOME": str(planted), "PYTHONUSERBASE": str(planted),
+           "PYTHONWARNINGS": "error", "PYTHONVERBOSE": "1"}
+    r = subprocess.run([str(BINARY), "--version"], env={"PATH": support.CLEAN_PATH,
+                       "HAKO_CACHE_DIR": str(cache), **env}, cwd=planted, capture_output=True,
+                       text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert (r.returncode, r.stderr) == (0, ""), r.stderr
+    assert r.stdout.startswith("hako version ") and "pwned" not in r.stdout
+
+
+@pytest.mark.parametrize("launcher", ["frozen", "venv"])
+def test_exit_codes_and_output_survive_the_fast_exit(cache, tmp_path, launcher):
+    """runtime.cli.run skips the interpreter's teardown (os._exit): stdout is
+    flushed whole and the exit code kept, through a pipe as from a terminal."""
+    exe = str(BINARY) if launcher == "frozen" else str(support.REPO / ".venv" / "bin" / "hako")
+    env = {"PATH": support.CLEAN_PATH, "HAKO_CACHE_DIR": str(cache)}
+    cases = [(["--version"], 0), (["features"], 0), (["no-such-verb"], 2),
+             (["--root", str(tmp_path / "state"), "state", "nope"], 1), (["state"], 2)]
+    for args, code in cases:
+        r = subprocess.run([exe, *args], env=env, capture_output=True, timeout=60, cwd="/")
+        assert r.returncode == code, (args, r.stderr)
+        if args == ["features"]:
+            import json
+            assert json.loads(r.stdout)["ociVersionMax"]  # complete JSON, ~2 KB
+        if code:
+            assert r.stderr.startswith(b"hako: ") and r.stderr.endswith(b"\n"), r.stderr
+
+
 def test_second_call_does_not_unpack_again(cache):
     assert run("--version", cache=cache).returncode == 0
     before = snapshot(cache)
@@ -228,7 +265,8 @@ def test_root_cache_is_immutable(cache):
 
 
 @pytest.mark.parametrize("victim", ["hako", "hako._pth", "lib/libz.so.1", "lib/python3.11/spec",
-                                    "lib/python3.11/runtime/cli.pyc"])
+                                    "lib/python3.11/hako.modules",
+                                    "lib/python3.11/encodings/utf_8.pyc"])
 def test_tampered_cache_is_detected_and_replaced(cache, victim):
     assert run("--version", cache=cache).returncode == 0
     old = build_dir(cache)
@@ -334,11 +372,17 @@ def test_payload_has_no_pydantic(cache):
     assert not [n for n in names if "pydantic" in n.lower()]
     std = d / "lib" / "python3.11"
     assert (std / "spec" / "config.schema.json").is_file()
-    assert (std / "runtime" / "cli.pyc").is_file() and (std / "spec" / "validate.pyc").is_file()
-    assert not (std / "spec" / "models.pyc").exists()
-    assert not (std / "spec" / "gen_schema.pyc").exists()
     # sourceless bytecode only: nothing for the interpreter to stat, compare or compile
     assert not [n for n in names if n.endswith(".py")]
+    sys.path.insert(0, str(support.REPO / "packaging"))
+    try:
+        from layout import read_index
+    finally:
+        sys.path.pop(0)
+    modules = read_index(std)
+    assert "runtime.cli" in modules and "spec.validate" in modules
+    assert not [m for m in modules if m.split(".")[0] in ("pydantic", "pydantic_core")
+                or m in ("spec.models", "spec.gen_schema")]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="runs the binary as the unprivileged test user")
