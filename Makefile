@@ -21,7 +21,8 @@ PYTEST_ARGS ?=
 HOST_PKGS := uidmap busybox-static runc crun fuse-overlayfs umoci slirp4netns passt \
 	libseccomp2 iproute2 procps util-linux python3-venv python3-dev hyperfine golang-github-containers-common \
 	podman conmon catatonit containers-storage docker.io containerd rootlesskit tini \
-	systemd dbus dbus-user-session
+	systemd dbus dbus-user-session \
+	docker-registry skopeo zstd openssl
 
 .PHONY: help install host-deps test test-engines demo clean bench
 
@@ -163,10 +164,12 @@ clean:
 # ----------------------------------------------------------------------------- bench
 # hako (venv, and dist/hako when built) against runc and crun, root and rootless.
 BENCH_ROUNDS ?= 15
+BENCH_PULL_ROUNDS ?= 5
 bench: install
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory host-deps; fi
 	env -u PYTHONDONTWRITEBYTECODE $(VPY) tests/bench.py --rounds $(BENCH_ROUNDS) --json bench.json
-	echo "(machine-readable results: bench.json)"
+	env -u PYTHONDONTWRITEBYTECODE $(VPY) tests/bench_pull.py --rounds $(BENCH_PULL_ROUNDS) --json bench-pull.json
+	echo "(machine-readable results: bench.json, bench-pull.json)"
 
 # ---------------------------------------------------------------------------- binary
 # dist/hako: one self-contained x86-64 executable (no Python needed on the host):
