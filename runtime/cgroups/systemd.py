@@ -81,6 +81,7 @@ def new_manager(spec: dict, cid: str, *, rootless: bool, host) -> "SystemdManage
     m = SystemdManager(cid, unit.name, unit.slice, inner, user=rootless, mode=host.mode,
                        cgroup=cgroup, rootless=rootless, resources=res, dev_paths=dev_paths)
     m._bus = bus
+    m._bus_pid = os.getpid()
     return m
 
 
@@ -98,6 +99,7 @@ class SystemdManager(Manager):
         self.mode = mode
         self.cgroup = cgroup
         self._bus = None
+        self._bus_pid = 0
         self._seed = 0
         self._seed_owner = 0
         self._started = False
@@ -115,9 +117,12 @@ class SystemdManager(Manager):
 
     # -- the bus ------------------------------------------------------------------
     def bus(self):
-        if self._bus is None:
+        """The connection; a forked child (stage-1 joining the scope) makes its
+        own rather than share the parent's socket."""
+        if self._bus is None or self._bus_pid != os.getpid():
             from runtime.cgroups.sdbus import Bus
             self._bus = Bus.connect(user=self.user)
+            self._bus_pid = os.getpid()
         return self._bus
 
     def _v2(self) -> bool:
@@ -201,6 +206,17 @@ class SystemdManager(Manager):
                 pass
             os.close(self._seed_pipe)
         self._seed = 0
+
+    def _reap_seed(self) -> None:
+        """The seed killed by stage-1 (another process): reap it once dead."""
+        if self._seed and os.getpid() == self._seed_owner:
+            try:
+                pid, _ = os.waitpid(self._seed, os.WNOHANG)
+            except ChildProcessError:
+                pid = self._seed
+            if pid:
+                os.close(self._seed_pipe)
+                self._seed = 0
 
     def _unit_active(self) -> bool:
         path = self.bus().unit_path(self.unit)
@@ -307,6 +323,7 @@ class SystemdManager(Manager):
         return self.inner.oom_kill_count()
 
     def to_state(self) -> dict:
+        self._reap_seed()
         d = self.inner.to_state()
         d.update({"driver": "systemd", "inner": d["driver"], "unit": self.unit,
                   "slice": self.slice, "user": self.user, "mode": self.mode,
