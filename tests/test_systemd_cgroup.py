@@ -275,6 +275,23 @@ def test_hybrid_same_unit_twice_is_refused(hrt):
     assert r.returncode == 0 and unit_gone(box, unit), r.stderr
 
 
+def test_hybrid_no_bus_is_a_clear_error(hrt):
+    """systemd runs but neither its bus nor its private socket answers: one
+    error that names the sockets and suggests the cgroupfs driver."""
+    if hrt.rootless:
+        pytest.skip("rootless: see test_hybrid_rootless_is_refused")
+    cid = hrt.new_id()
+    bundle = hrt.bundle(["true"])
+    hide = ("mount -t tmpfs tmpfs /run/dbus && mount --bind /dev/null /run/systemd/private && "
+            'exec "$@"')
+    r = hrt.run(["unshare", "-m", "--propagation", "private", "sh", "-c", hide, "sh"]
+                + hrt.hako_argv("--systemd-cgroup", "create", "--bundle", bundle, cid))
+    assert r.returncode != 0, r.stderr
+    assert "cannot reach systemd over D-Bus" in r.stderr and "/run/systemd/private" in r.stderr
+    assert "without --systemd-cgroup" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert hrt.hako("state", cid).returncode != 0
+
+
 def test_hybrid_rootless_is_refused(hrt):
     if not hrt.rootless:
         pytest.skip("rootless only")
