@@ -1,7 +1,7 @@
 """Mount points a rootfs cannot take, for the mounts hako adds by itself.
 
 hako adds mounts the user never wrote: networking binds a resolv.conf on
-/etc/resolv.conf (hooks/network.py). When the destination is missing and its
+/etc/resolv.conf (hooks/network/plan.py). When the destination is missing and its
 directory cannot be written -- a rootless container on a rootfs owned by
 someone else, a rootfs on a read-only filesystem -- creating the mount point,
 as runc does for every bind, fails with EACCES or EROFS, for a mount the user

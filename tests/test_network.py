@@ -1,4 +1,4 @@
-"""Networking (hooks/network.py): slirp4netns and pasta, port forwards, lifetime.
+"""Networking (hooks/network/): slirp4netns and pasta, port forwards, lifetime.
 
 Only loopback and the container's own namespace addresses are used: the host
 side is always 127.0.0.1, reached from inside through the gateway 10.0.2.2 only

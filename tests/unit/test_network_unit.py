@@ -1,4 +1,4 @@
-"""hooks/network.py without containers: annotations, plan(), spec flags, cleanup."""
+"""hooks/network/ without containers: annotations, plan(), spec flags, cleanup."""
 
 from __future__ import annotations
 
@@ -242,7 +242,7 @@ def test_cleanup_kills_recorded_processes_and_never_a_reused_pid(tmp_path):
 
 def test_hook_phases_without_annotations_or_state(tmp_path):
     """The script's own entry: none is a no-op, a bad state a one-line error."""
-    script = str(REPO / "hooks" / "network.py")
+    script = str(REPO / "hooks" / "network" / "__main__.py")
     run = lambda stdin, *a: subprocess.run(  # noqa: E731
         [sys.executable, "-I", "-S", script, *a], input=stdin, capture_output=True, text=True,
         timeout=30)
