@@ -8,8 +8,7 @@ bool flags with ``=true|false``) and imports only the module of the verb run.
 
 import sys
 
-VERSION = "0.1.0"
-SPEC_VERSION = "1.3.0"
+from runtime.version import SPEC_VERSION, VERSION  # noqa: F401  (hako --version)
 
 # flag spec: "name|alias" for bools, trailing "=" for flags that take a value,
 # trailing "*" for repeatable value flags (collected in a list).

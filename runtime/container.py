@@ -1,336 +1,16 @@
-"""Container lifecycle: create, start, run, state, kill, delete, list.
+"""Container lifecycle: start, state, list, kill, delete and run.
 
 Each public function is one CLI verb's whole behaviour; the command modules
-only translate flags. Hot verbs (start/state/kill/delete/list) import the
-state store and nothing else; create and run also load the config through
-the stdlib validator in spec/.
+only translate flags. ``create`` has a module of its own (runtime/create.py),
+as does ``exec`` (runtime/execute.py). Hot verbs (start/state/kill/delete/
+list) import the state store and nothing else until they need it.
 """
 
 import os
-import time
 
 from runtime import log
 from runtime.errors import ContainerNotExist, HakoError
-from runtime.state import FIFO, Container, proc_stat, state_root
-
-OCI_VERSION = "1.3.0"
-#: in the container's directory while create runs: what to undo if it dies
-CREATING = "creating.json"
-
-
-def _now_rfc3339() -> str:
-    ns = time.time_ns()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
-
-
-def _owner(path: str) -> str:
-    import pwd
-    uid = os.stat(path).st_uid
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"#{uid}"
-
-
-# --------------------------------------------------------------------- create
-def _check_supported(spec: dict, launch, *, console_socket: str | None, detach: bool,
-                     rootless: bool) -> None:
-    """Refuse, before anything is made, what hako cannot honour."""
-    plan = launch.plan
-    linux = spec.get("linux") or {}
-    proc = spec.get("process") or {}
-    if not proc.get("args"):
-        raise HakoError("config.json: process.args: a container needs a process to run")
-    if rootless and os.geteuid() != 0 and not plan.has("user"):
-        raise HakoError("config.json: linux.namespaces: a rootless container needs a user "
-                        'namespace (add {"type": "user"}, or run `hako spec --rootless`)')
-    if not plan.has("mount"):
-        raise HakoError('config.json: linux.namespaces: hako needs a mount namespace '
-                        '(add {"type": "mount"})')
-    if (spec.get("hostname") or spec.get("domainname")) and not plan.has("uts"):
-        raise HakoError("config.json: hostname: setting a hostname needs a UTS namespace")
-    if "user" in plan.new and plan.join.get("user") is None and (
-            linux.get("uidMappings") is None) != (linux.get("gidMappings") is None):
-        raise HakoError("config.json: linux.uidMappings: give both uidMappings and gidMappings")
-    if proc.get("terminal") and not console_socket and detach:
-        raise HakoError("process.terminal is true: a detached container needs --console-socket "
-                        "to hand the terminal to")
-    if console_socket:
-        if not proc.get("terminal"):
-            raise HakoError("--console-socket given, but process.terminal is false")
-        from runtime.terminal import check_socket_path
-        check_socket_path(console_socket)
-    for key, what in (("intelRdt", "Intel RDT (resctrl) is not supported by hako"),
-                      ("netDevices", "moving host network devices into the container is not "
-                                     "supported yet"),
-                      ("memoryPolicy", "NUMA memory policies are not supported yet")):
-        if linux.get(key):
-            raise HakoError(f"config.json: linux.{key}: {what}")
-    from runtime import security
-    try:
-        security.check_sysctl(spec)
-        security.lsm_check(spec)
-        security.check_process_attrs(spec)
-    except HakoError as e:
-        raise HakoError(f"config.json: {e}") from None
-
-
-def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
-           console_socket: str | None = None, no_pivot: bool = False,
-           preserve_fds: int = 0, detach: bool = True, subreaper: bool = False,
-           verb: str = "create") -> tuple[Container, int, int]:
-    """Returns the locked container, the init's pid and (run in the foreground
-    with a terminal) the pty master, once the init waits for start."""
-    from runtime import process
-    from runtime.channel import Channel
-    from runtime.state import check_id, is_rootless
-    from spec.config import ConfigError, load_config
-
-    check_id(cid)
-    bundle = os.path.abspath(bundle or ".")
-    try:
-        spec = load_config(bundle)
-    except ConfigError as e:
-        raise HakoError(f"config.json: {e}") from None
-    rootless = is_rootless(g.get("rootless"))
-    root = state_root(g)
-    net = None  # networking (hooks/network.py), imported only when annotations ask
-    if any(k.startswith("io.hako.network") for k in spec.get("annotations") or ()):
-        from hooks import network
-        net = network.plan(spec, os.path.join(root, cid), bundle)
-        if net is not None:
-            net.apply(spec)  # its createRuntime/createContainer hooks, resolv.conf mount
-    listen = _listen_fds()
-    launch = process.Launch(spec, bundle, os.path.join(root, cid), rootless=rootless,
-                            no_pivot=no_pivot, preserve_fds=listen + preserve_fds,
-                            console_socket=console_socket)
-    if listen:
-        # socket activation, as runc: the fds come first, the process is told
-        # (only the init: exec starts from the saved config without them)
-        proc = dict(spec.get("process") or {})
-        proc["env"] = list(proc.get("env") or []) + [f"LISTEN_FDS={listen}", "LISTEN_PID=1"]
-        launch.spec = {**spec, "process": proc}
-    _check_supported(spec, launch, console_socket=console_socket, detach=detach,
-                     rootless=rootless)
-    rootfs = spec["root"]["path"]
-    rootfs = rootfs if os.path.isabs(rootfs) else os.path.join(bundle, rootfs)
-    if not os.path.isdir(rootfs):
-        raise HakoError(f"config.json: root.path: {rootfs} is not a directory")
-
-    from runtime import cgroups
-    cg = cgroups.create_manager(spec, cid, rootless=rootless,
-                                systemd=bool(g.get("systemd-cgroup")))
-    launch.hook_state = {"ociVersion": spec.get("ociVersion", OCI_VERSION), "id": cid,
-                         "bundle": bundle, "annotations": spec.get("annotations") or {}}
-    seccomp_cfg = (spec.get("linux") or {}).get("seccomp")
-    if seccomp_cfg:
-        from runtime import seccomp
-        try:
-            launch.seccomp = seccomp.prepare(seccomp_cfg, state=launch.hook_state)
-        except HakoError as e:
-            raise HakoError(f"config.json: {e}") from None
-    c = Container.new(root, cid)
-    hooks_ran = False
-    init_pid = 0
-    stage1 = 0
-    parent = child = None
-    console_parent = None
-    master = -1
-    try:
-        if net is not None:
-            net.prepare()
-        place_init = False
-        if cg is not None:
-            # recorded before it exists: if hako dies mid-create, `delete` of the
-            # leftover directory still finds the cgroup (see _remove_stale)
-            from runtime import fastjson
-            with open(os.path.join(c.dir, CREATING), "w") as f:
-                f.write(fastjson.dumps({"cgroup": cg.to_state()}))
-            cg.create()
-            cg.apply((spec.get("linux") or {}).get("resources") or {})
-            # The first write to cgroup.procs waits for an RCU grace period (~14 ms
-            # here). With a cgroup namespace (its root is fixed at unshare) or
-            # hooks (they may look), stage-1 joins before anything else; otherwise
-            # the parent moves the init while it sets up its rootfs, and the init's
-            # cgroup mount binds the container's cgroups by name (cgroup_dirs).
-            if "cgroup" in launch.plan.new or launch.hook_sync:
-                launch.cgroup = cg
-            else:
-                place_init = True
-                launch.cgroup_dirs = cg.to_state().get("paths")
-        if (spec.get("process") or {}).get("terminal") and not console_socket:
-            import socket
-            console_parent, console_child = socket.socketpair(
-                socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            launch.console_fd = console_child.detach()
-        os.mkfifo(FIFO, 0o622, dir_fd=c.dirfd)
-        os.chmod(FIFO, 0o622, dir_fd=c.dirfd)
-        if subreaper:
-            from runtime.syscalls import PR_SET_CHILD_SUBREAPER, SYS
-            SYS.prctl(PR_SET_CHILD_SUBREAPER, 1)
-        parent, child = Channel.pair()
-        launch.fifo_fd = os.open(FIFO, os.O_PATH | os.O_CLOEXEC, dir_fd=c.dirfd)
-        stage1 = process.spawn(launch, parent, child, close_in_child=[c.dirfd])
-        os.close(launch.fifo_fd)
-        child.close()
-        if launch.seccomp is not None:
-            launch.seccomp.close()  # the init holds the listener connection now
-        if launch.console_fd >= 0:
-            os.close(launch.console_fd)
-        # stage-1 reports the init's pid and the init reports progress on the
-        # same pipe, in either order: act on "hooks"/"ready" once the pid is known
-        hooks_wanted = ready = False
-        while not (ready and init_pid):
-            msg = parent.recv()
-            if msg is None:
-                code = process.wait_child(stage1) if stage1 else 0
-                stage1 = 0
-                raise HakoError(f"{verb}: the container's init exited before it was ready"
-                                f" (status {code})")
-            if "map" in msg:
-                try:
-                    process.map_ids(launch, msg["map"])
-                except BaseException:
-                    parent.send(error="mapping failed")
-                    raise
-                parent.send(mapped=True)
-            elif "pid" in msg:
-                init_pid = int(msg["pid"])
-                if place_init:
-                    try:
-                        cg.enter(init_pid)  # before "go": no user code runs outside it
-                    except HakoError as e:
-                        # ESRCH: the init failed (e.g. executable not found) and
-                        # exited meanwhile; its own error follows on the channel
-                        if getattr(e, "errno", 0) != 3:
-                            raise
-                process.wait_child(stage1)
-                stage1 = 0
-            elif "error" in msg:
-                raise HakoError(f"{verb}: {msg['error']}")
-            elif msg.get("hooks"):
-                hooks_wanted = True
-            elif msg.get("ready"):
-                ready = True
-            if hooks_wanted and init_pid:
-                from runtime import hooks
-                hooks_wanted = False
-                hooks_ran = True
-                st = hooks.state_for(launch.hook_state, "creating", init_pid)
-                hooks.run("prestart", launch.hooks, st)
-                hooks.run("createRuntime", launch.hooks, st)
-                parent.send(hooks_done=True, pid=init_pid)
-        st = proc_stat(init_pid)
-        c.state = {
-            "ociVersion": spec.get("ociVersion", OCI_VERSION),
-            "id": cid,
-            "pid": init_pid,
-            "bundle": bundle,
-            "rootfs": rootfs,
-            "created": _now_rfc3339(),
-            "owner": _owner(c.dir),
-            "annotations": spec.get("annotations") or {},
-            "hako": {
-                "init_start": st[1] if st else -1,
-                "rootless": rootless,
-                "pidns": "pid" in launch.plan.new,
-                # without a cgroup, what finds its processes once the init is gone
-                "root_mount": _root_mount(init_pid) if cg is None else None,
-                "hooks": launch.hooks,
-                "cgroup": cg.to_state() if cg is not None else None,
-            },
-        }
-        c.save()
-        if cg is not None:
-            os.unlink(CREATING, dir_fd=c.dirfd)
-        # exec starts from the container's own process settings
-        from runtime import fastjson
-        with open(os.path.join(c.dir, "config.json"), "w") as f:
-            f.write(fastjson.dumps(spec))
-        if console_parent is not None:
-            from runtime.terminal import receive_master
-            master = receive_master(console_parent, timeout=10)
-        if pid_file:
-            _write_pid_file(pid_file, init_pid)
-        parent.send(go=True)
-        return c, init_pid, master
-    except BaseException:
-        if init_pid:
-            _kill_and_wait(init_pid)
-        if net is not None:
-            net.cleanup()
-        if stage1:
-            try:
-                os.kill(stage1, 9)
-            except ProcessLookupError:
-                pass
-            process.wait_child(stage1)
-        if hooks_ran:  # the spec continues the lifecycle at "delete": poststop runs
-            from runtime import hooks
-            hooks.run_warn("poststop", launch.hooks,
-                           hooks.state_for(launch.hook_state, "stopped"))
-        if cg is not None:
-            try:
-                cg.kill_all(9)
-                cg.wait_empty(5)
-                cg.destroy()
-            except HakoError as e:
-                log.warn(str(e))
-        if (spec.get("annotations") or {}).get("io.hako.rootfs.driver"):
-            from runtime.image import drivers  # image rootfs: rw layer, fuse-overlayfs
-            drivers.cleanup(c.dir, cid, bundle, spec["annotations"])
-        c.remove()
-        raise
-    finally:
-        if parent is not None:
-            parent.close()
-        if console_parent is not None:
-            console_parent.close()
-
-
-def _listen_fds() -> int:
-    """systemd socket activation of create/run: LISTEN_FDS fds from 3 on, when
-    LISTEN_PID names us (sd_listen_fds' rule)."""
-    n, pid = os.environ.get("LISTEN_FDS", ""), os.environ.get("LISTEN_PID", "")
-    if not (n.isdigit() and pid == str(os.getpid())):
-        return 0
-    return int(n)
-
-
-def _root_mount(pid: int) -> str | None:
-    from runtime.procscan import root_mount
-    return root_mount(pid)
-
-
-def _write_pid_file(path: str, pid: int) -> None:
-    path = os.path.abspath(path)
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.hako-tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(str(pid))
-        os.rename(tmp, path)
-    except OSError as e:
-        raise HakoError(f"--pid-file: cannot write {path}: {e.strerror}") from None
-
-
-def _kill_and_wait(pid: int, timeout: float = 10.0) -> None:
-    """SIGKILL and wait until the process is gone (or a zombie nobody reaps)."""
-    try:
-        os.kill(pid, 9)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            wpid, _ = os.waitpid(pid, os.WNOHANG)
-            if wpid == pid:
-                return
-        except ChildProcessError:
-            pass
-        st = proc_stat(pid)
-        if st is None or st[0] in ("Z", "X"):
-            return
-        time.sleep(0.002)
+from runtime.state import CREATING, FIFO, Container, state_root
 
 
 # ---------------------------------------------------------------------- start
@@ -471,51 +151,60 @@ def delete(g: dict, cid: str, force: bool = False) -> None:
                 mgr.kill_all(9)
             else:
                 _signal_all(c, 9)
-            _kill_and_wait(c.pid)
+            from runtime.supervise import kill_and_wait
+            kill_and_wait(c.pid)
         _destroy(c)
 
 
 def _remove_stale(root: str, cid: str) -> None:
-    """A directory without state.json is left by an interrupted create."""
+    """A directory without state.json is left by an interrupted create: its
+    creating.json says which cgroup and extensions to take back."""
     from runtime.state import check_id
     check_id(cid)
     path = os.path.join(root, cid)
-    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "state.json")):
-        if os.path.exists(os.path.join(path, "network.json")):  # hooks/network.py
-            from hooks.network import cleanup
-            cleanup(path)
+    if not os.path.isdir(path) or os.path.exists(os.path.join(path, "state.json")):
+        return
+    try:
+        with open(os.path.join(path, CREATING), "rb") as f:
+            from runtime import fastjson
+            record = fastjson.loads(f.read())
+    except (OSError, ValueError):
+        record = {}
+    if record.get("cgroup"):
+        from runtime.cgroups import manager_from_state
+        mgr = manager_from_state(record["cgroup"])
         try:
-            with open(os.path.join(path, CREATING), "rb") as f:
-                from runtime import fastjson
-                cgroup = fastjson.loads(f.read()).get("cgroup")
-        except (OSError, ValueError):
-            cgroup = None
-        if cgroup:
-            from runtime.cgroups import manager_from_state
-            mgr = manager_from_state(cgroup)
-            try:
-                mgr.kill_all(9)
-                mgr.wait_empty(5)
-                mgr.destroy()
-            except HakoError as e:
-                log.warn(str(e))
-        for name in os.listdir(path):
-            try:
-                os.unlink(os.path.join(path, name))
-            except OSError:
-                pass
+            mgr.kill_all(9)
+            mgr.wait_empty(5)
+            mgr.destroy()
+        except HakoError as e:
+            log.warn(str(e))
+    # what an interrupted create may have started: an older create recorded no
+    # extensions, so every one is asked (each cleanup is safe to repeat)
+    from runtime import extensions
+    names = record.get("extensions")
+    exts = extensions.from_state(extensions.Context(cid, path, record.get("bundle", "")),
+                                 names if names is not None else
+                                 [e.name for e in extensions.REGISTRY],
+                                 record.get("annotations"))
+    extensions.cleanup_all(exts)
+    for name in os.listdir(path):
         try:
-            os.rmdir(path)
+            os.unlink(os.path.join(path, name))
         except OSError:
             pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 def _destroy(c: Container) -> None:
-    if any(k.startswith("io.hako.network") for k in c.state.get("annotations") or ()):
-        from hooks.network import cleanup  # the network helper, if still there
-        cleanup(c.dir)
+    """Once the processes are gone: leftovers in the cgroup, the cgroup,
+    poststop hooks, the extensions (newest first), the state directory."""
     from runtime.cgroups.ops import manager_of
     mgr = manager_of(c.state)
+    hako = c.state.get("hako", {})
     if mgr is not None:
         try:
             if mgr.pids():              # leftovers (shared pid namespace)
@@ -524,13 +213,20 @@ def _destroy(c: Container) -> None:
             mgr.destroy()
         except HakoError as e:
             log.warn(str(e))
-    hooks_cfg = c.state.get("hako", {}).get("hooks")
+    elif not hako.get("pidns"):
+        # no cgroup and no pid namespace of its own (whose end would have
+        # killed them): what the init left behind is found through /proc
+        _signal_all(c, 9)
+    hooks_cfg = hako.get("hooks")
     if hooks_cfg and hooks_cfg.get("poststop"):
         from runtime import hooks
         hooks.run_warn("poststop", hooks_cfg, hooks.state_for(c.state, "stopped"))
-    if (c.state.get("annotations") or {}).get("io.hako.rootfs.driver"):
-        from runtime.image import drivers  # image rootfs: rw layer, fuse-overlayfs
-        drivers.cleanup(c.dir, c.id, c.state.get("bundle"), c.state["annotations"])
+    names = hako.get("extensions")
+    annotations = c.state.get("annotations")
+    if names or (names is None and annotations):
+        from runtime import extensions
+        ctx = extensions.Context(c.id, c.dir, c.state.get("bundle", ""))
+        extensions.cleanup_all(extensions.from_state(ctx, names, annotations))
     c.remove()
 
 
@@ -538,20 +234,22 @@ def _destroy(c: Container) -> None:
 def run(g: dict, cid: str, bundle: str, *, pid_file: str | None, console_socket: str | None,
         detach: bool, no_pivot: bool, preserve_fds: int, subreaper: bool = True,
         keep: bool = False) -> int:
+    from runtime.create import create
+    from runtime.supervise import kill_and_wait, wait_forwarding
     c, pid, master = create(g, cid, bundle, pid_file=pid_file, console_socket=console_socket,
-                    no_pivot=no_pivot, preserve_fds=preserve_fds, detach=detach,
-                    subreaper=subreaper and not detach, verb="run")
+                            no_pivot=no_pivot, preserve_fds=preserve_fds, detach=detach,
+                            subreaper=subreaper and not detach, verb="run")
     with c:
         try:
             _start_locked(c)
         except BaseException:
-            _kill_and_wait(pid)
-            c.remove()
+            kill_and_wait(pid)
+            _destroy(c)
             raise
     # the lock is released while we wait: state/kill/delete must work meanwhile
     if detach:
         return 0
-    code = _wait_forwarding(pid, master)
+    code = wait_forwarding(pid, master)
     if not keep:
         try:
             with Container.open(c.root, cid) as again:
@@ -559,50 +257,3 @@ def run(g: dict, cid: str, bundle: str, *, pid_file: str | None, console_socket:
         except HakoError:
             pass  # somebody deleted it already
     return code
-
-
-def _wait_forwarding(pid: int, master: int = -1) -> int:
-    """Wait for the init, forwarding the signals hako gets to it (and, with a
-    terminal, bridging it to ours)."""
-    import signal
-
-    def forward(signum: int, _frame: object) -> None:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    for sig in range(1, 32):
-        if sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD):
-            continue
-        try:
-            signal.signal(sig, forward)
-        except (OSError, ValueError):
-            pass
-    result: list[int] = []
-
-    def reap(block: bool) -> bool:
-        while not result:
-            try:
-                wpid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
-            except ChildProcessError:
-                # not our child (no subreaper): poll until it is gone
-                while (st := proc_stat(pid)) is not None and st[0] not in ("Z", "X"):
-                    time.sleep(0.01)
-                result.append(0)
-                break
-            if wpid == 0:
-                return False
-            if wpid == pid:
-                result.append(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status)
-                              else os.WEXITSTATUS(status))
-        return True
-
-    if master >= 0:
-        from runtime.terminal import bridge
-        try:
-            bridge(master, lambda: reap(False))
-        finally:
-            os.close(master)
-    reap(True)
-    return result[0]

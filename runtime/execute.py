@@ -233,12 +233,12 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
         master = receive_master(console_parent, timeout=10)
         console_parent.close()
     if opts.get("pid-file"):
-        from runtime.container import _write_pid_file
-        _write_pid_file(opts["pid-file"], pid)
+        from runtime.supervise import write_pid_file
+        write_pid_file(opts["pid-file"], pid)
     if detach:
         return 0
-    from runtime.container import _wait_forwarding
-    return _wait_forwarding(pid, master)
+    from runtime.supervise import wait_forwarding
+    return wait_forwarding(pid, master)
 
 
 def _join_and_fork(pspec: dict, caps, ns_fds: list[tuple[str, int, int]], console,

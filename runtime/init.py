@@ -20,10 +20,8 @@ from runtime.errors import HakoError
 from runtime.procsetup import (
     become, close_fds_except, exec_process, make_cwd, set_oom_score, write_file,
 )
-from runtime.process import Launch
+from runtime.launch import Launch
 from runtime.rootfs import finalize_rootfs, setup_rootfs
-# hako bundle --image: the rootfs driver (cheap: imports nothing until used)
-from runtime.image import drivers as image_drivers
 
 def container_init(launch: Launch, chan: Channel) -> None:
     spec = launch.spec
@@ -40,8 +38,9 @@ def container_init(launch: Launch, chan: Channel) -> None:
     # the host pid, while the host's /proc is still there (seccomp listeners
     # and hooks are told it)
     host_pid = int(os.readlink("/proc/self"))
-    # an O_PATH handle on exec.fifo itself (never on a directory: see
-    # _close_inherited), reopened through /proc/self/fd after "go"
+    # an O_PATH handle on exec.fifo itself, reopened through /proc/self/fd
+    # after "go"; the state directory's handle only where no procfs in the
+    # container shows our fds (see _fifo_opener)
     fifo_fd = launch.fifo_fd
 
     if "network" in plan.new:
@@ -71,10 +70,11 @@ def container_init(launch: Launch, chan: Channel) -> None:
         run_hooks.run("createContainer", launch.hooks,
                       run_hooks.state_for(launch.hook_state, "creating", host_pid))
 
-    # [image rootfs] a bundle made by `hako bundle --image`: mount its layers
-    # (overlay / fuse-overlayfs / vfs) on the rootfs, in our namespaces, before
-    # setup_rootfs binds the rootfs onto itself; a no-op for other bundles
-    image_drivers.mount_root(spec, launch.bundle, launch.state_dir)
+    # lifecycle extensions (runtime/extensions.py), e.g. the layers of a bundle
+    # made by `hako bundle --image`, mounted on the rootfs in our namespaces
+    # before setup_rootfs binds the rootfs onto itself
+    for ext in launch.extensions:
+        ext.in_init(spec)
     setup_rootfs(spec, launch.bundle, rootless=launch.rootless,
                  new_userns="user" in plan.new, new_netns="network" in plan.new,
                  new_cgroupns="cgroup" in plan.new, no_pivot=launch.no_pivot, sc=sc,
@@ -97,7 +97,7 @@ def container_init(launch: Launch, chan: Channel) -> None:
     if launch.seccomp is not None and not nnp:
         # without no_new_privs loading needs CAP_SYS_ADMIN: before caps are dropped
         launch.seccomp.install(pid=host_pid, sc=sc)
-    _check_fifo_reachable(fifo_fd)
+    open_fifo = _fifo_opener(fifo_fd, launch)
     exe, args, env = become(proc, launch.caps, sc)
     chan.send(ready=True)
     msg = chan.recv()
@@ -110,8 +110,7 @@ def container_init(launch: Launch, chan: Channel) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
                 signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, lambda s, f: os._exit(128 + s))
-    fifo = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
-    os.close(fifo_fd)
+    fifo = open_fifo()
     if run_hooks is not None and launch.hooks.get("startContainer"):
         try:
             run_hooks.run("startContainer", launch.hooks,
@@ -140,7 +139,7 @@ def _close_inherited(launch: Launch, chan: Channel, console, sc: S.Syscalls) -> 
     a way out through /proc/self/fd/N (the working directory, a mount
     target); whatever else create held (the container's lock, a log file,
     an engine's stray descriptors) is closed before the rootfs is touched."""
-    keep = {*chan.fds(), launch.fifo_fd}
+    keep = {*chan.fds(), launch.fifo_fd, launch.state_fd}
     if console is not None:
         keep.add(console.fileno())
     sock = getattr(launch.seccomp, "sock", None)
@@ -149,18 +148,41 @@ def _close_inherited(launch: Launch, chan: Channel, console, sc: S.Syscalls) -> 
     close_fds_except(keep, launch.preserve_fds, sc)
 
 
-def _check_fifo_reachable(fifo_fd: int) -> None:
-    """After "go" the init reopens exec.fifo through /proc/self/fd (as runc
-    does): that needs the container's /proc to be a procfs showing our fds."""
+def _fifo_opener(fifo_fd: int, launch: Launch):
+    """How the init will open exec.fifo for writing once it may (after "go").
+
+    Through /proc/self/fd/<fifo_fd>, as runc does, when the container's /proc
+    shows our fds: then the state directory's handle is closed now, before
+    the init changes into process.cwd, and nothing it holds is a directory.
+    A container without a procfs of its own (rootless without a pid
+    namespace cannot mount one) keeps the directory handle until the fifo is
+    open: with no procfs showing the init's fds it cannot be named from
+    inside, and process.cwd never resolves through a magic link anyway."""
     path = f"/proc/self/fd/{fifo_fd}"
     try:
         ours, seen = os.fstat(fifo_fd), os.stat(path)
-    except OSError as e:
-        raise HakoError(f"mounts: {path} is not reachable in the container ({e.strerror}): "
-                        f"hako needs a proc mount at /proc to wait for start") from None
-    if (ours.st_dev, ours.st_ino) != (seen.st_dev, seen.st_ino):
-        raise HakoError(f"mounts: {path} in the container is not hako's exec.fifo: "
-                        f"/proc must be a proc mount")
+        reachable = (ours.st_dev, ours.st_ino) == (seen.st_dev, seen.st_ino)
+    except OSError:
+        reachable = False
+    state_fd = launch.state_fd
+    if reachable:
+        os.close(state_fd)
+
+        def through_proc() -> int:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            os.close(fifo_fd)
+            return fd
+        return through_proc
+
+    def through_dir() -> int:
+        fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_fd)
+        if (os.fstat(fd).st_ino, os.fstat(fd).st_dev) != (os.fstat(fifo_fd).st_ino,
+                                                          os.fstat(fifo_fd).st_dev):
+            os._exit(1)  # replaced under us: never start on somebody else's fifo
+        os.close(state_fd)
+        os.close(fifo_fd)
+        return fd
+    return through_dir
 
 
 def _sysctl(values: dict[str, str]) -> None:

@@ -188,11 +188,16 @@ def home_of(uid: int) -> str:
 def switch_user(uid: int, gid: int, extra: list[int], sc: S.Syscalls) -> None:
     try:
         with open("/proc/self/setgroups") as f:
-            groups_allowed = f.read().strip() == "allow"
+            groups_allowed: bool | None = f.read().strip() == "allow"
     except OSError:
-        groups_allowed = True
+        groups_allowed = None  # no procfs in the container: try, and see
     try:
-        if groups_allowed:
+        if groups_allowed is None and not extra:
+            try:
+                sc.setgroups([])
+            except PermissionError:
+                pass  # "deny" in a single-id user namespace: nothing to drop
+        elif groups_allowed or groups_allowed is None:
             sc.setgroups([int(g) for g in extra])
         elif extra:
             raise HakoError("process.user.additionalGids: setgroups is denied in this user "

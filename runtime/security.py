@@ -3,7 +3,7 @@ container may set.
 
 Integration (written against init.py/container.py of 932daa1)
 -------------------------------------------------------------
-Parent, ``container._check_supported()`` (before anything is forked), in
+Parent, ``checks.check_supported()`` (before anything is forked), in
 place of the apparmorProfile/selinuxLabel/mountLabel refusals::
 
     from runtime import security
@@ -46,7 +46,6 @@ import os
 
 from runtime import syscalls as S
 from runtime.errors import HakoError
-from runtime.fastjson import dumps as _dumps
 
 # -- personality (linux/personality.h) ---------------------------------------
 PER_DOMAINS = {"LINUX": 0x0000, "LINUX32": 0x0008}
@@ -74,33 +73,11 @@ _IOPRIO_CLASS_SHIFT = 13
 _MAX_CPU = 8192  # the kernel's NR_CPUS ceiling
 
 
-# -- small validators ------------------------------------------------------------
-def _j(v) -> str:
-    """A config value as the user wrote it (JSON), for messages."""
-    try:
-        return _dumps(v)
-    except (TypeError, ValueError):
-        return repr(v)
-
-
-def _int(v, where: str, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise HakoError(f"{where}: must be an integer, not {_j(v)}")
-    if not lo <= v <= hi:
-        raise HakoError(f"{where}: {v} is out of range ({lo} to {hi})")
-    return v
-
-
-def _str(v, where: str) -> str:
-    if not isinstance(v, str):
-        raise HakoError(f"{where}: must be a string, not {_j(v)}")
-    return v
-
-
-def _obj(v, where: str) -> dict:
-    if not isinstance(v, dict):
-        raise HakoError(f"{where}: must be an object, not {_j(v)}")
-    return v
+# -- small validators (shared: runtime/validators.py) ------------------------------
+from runtime.validators import as_int as _int  # noqa: E402
+from runtime.validators import as_obj as _obj  # noqa: E402
+from runtime.validators import as_str as _str  # noqa: E402
+from runtime.validators import shown as _j  # noqa: E402
 
 
 def _names(v, where: str, table: dict[str, int], what: str) -> int:

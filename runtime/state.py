@@ -16,6 +16,8 @@ from runtime.errors import ContainerNotExist, HakoError
 _ID_EXTRA = frozenset("_+.-")
 STATE_FILE = "state.json"
 FIFO = "exec.fifo"
+#: left by an interrupted create: the cgroup and extensions to take back
+CREATING = "creating.json"
 
 
 def in_initial_userns() -> bool:
@@ -183,7 +185,7 @@ class Container:
         if not self.init_alive():
             return "stopped"
         if self.state.get("hako", {}).get("cgroup"):
-            from runtime.cgroups.ops import is_paused
+            from runtime.cgroups import is_paused
             if is_paused(self.state):
                 return "paused"
         if self.has_fifo():

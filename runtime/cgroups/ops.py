@@ -10,29 +10,10 @@ from __future__ import annotations
 import sys
 import time
 
+from runtime.cgroups import is_paused, manager_of  # noqa: F401  (verbs import them here)
 from runtime.errors import HakoError
 
 NO_CGROUP = "container has no cgroup (rootless on cgroup v1)"
-
-
-def manager_of(state: dict):
-    """The container's Manager, or None when it runs without a cgroup."""
-    d = (state.get("hako") or {}).get("cgroup")
-    if not d:
-        return None
-    from runtime.cgroups import manager_from_state
-    return manager_from_state(d)
-
-
-def is_paused(state: dict) -> bool:
-    """Cheap (one or two small reads): for Container.status()."""
-    d = (state.get("hako") or {}).get("cgroup")
-    if not d:
-        return False
-    try:
-        return manager_of(state).is_frozen()
-    except (OSError, HakoError):
-        return False
 
 
 def status(c) -> str:

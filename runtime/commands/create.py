@@ -4,7 +4,7 @@ from runtime.commands import one_id, preserve_fds
 
 
 def run(g: dict, opts: dict, args: list[str]) -> int:
-    from runtime.container import create
+    from runtime.create import create
     cid = one_id(args, "create")
     c, _, _ = create(g, cid, opts.get("bundle", "."), pid_file=opts.get("pid-file"),
                   console_socket=opts.get("console-socket"), no_pivot=bool(opts.get("no-pivot")),

@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import os
 
-ANN_DRIVER = "io.hako.rootfs.driver"
-ANN_LAYERS = "io.hako.rootfs.layers"
-ANN_ROOT = "io.hako.rootfs.root"       # {"mode","uid","gid"} of the merged root directory
-ANN_RWDIR = "io.hako.rootfs.rwdir"
-ANN_KEEP = "io.hako.rootfs.keep"
+from runtime.image.annotations import (  # noqa: F401  (the names callers use here)
+    ANN_DRIVER, ANN_KEEP, ANN_LAYERS, ANN_ROOT, ANN_RWDIR,
+)
+
 DRIVERS = ("overlay", "fuse-overlayfs", "vfs")
 FUSE_PIDFILE = "fuse-overlayfs.pid"
 FUSE_TIMEOUT = 10.0

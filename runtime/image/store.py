@@ -355,7 +355,7 @@ class Store:
     def live_bundles(self) -> list[dict]:
         """Bundles that still exist and still use layers of this store (the
         others' records are dropped)."""
-        from runtime.image.drivers import ANN_LAYERS
+        from runtime.image.annotations import ANN_LAYERS
         out = []
         try:
             names = sorted(os.listdir(self.bundles_dir))

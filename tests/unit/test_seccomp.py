@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fakes import FakeSyscalls
 from runtime import log, seccomp
+from runtime.seccomp import libseccomp
 from runtime.errors import HakoError
 
 import seccomp_profiles
@@ -34,7 +35,7 @@ def rule(names, action="SCMP_ACT_ERRNO", **kw):
 
 # -- what prepare() accepts -------------------------------------------------------
 def test_none_is_no_filter_and_loads_no_library(monkeypatch):
-    monkeypatch.setattr(seccomp, "_lib", lambda: pytest.fail("libseccomp loaded"))
+    monkeypatch.setattr(libseccomp, "_lib", lambda: pytest.fail("libseccomp loaded"))
     assert seccomp.prepare(None) is None
 
 
@@ -153,7 +154,7 @@ def test_missing_libseccomp_is_a_clear_error_only_with_a_config(monkeypatch):
             raise OSError("libseccomp.so.2: cannot open shared object file")
         return real(name, *a, **kw)
 
-    monkeypatch.setattr(seccomp, "_lib_cache", [])
+    monkeypatch.setattr(libseccomp, "_lib_cache", [])
     monkeypatch.setattr(ctypes, "CDLL", no_seccomp)
     assert seccomp.prepare(None) is None
     with pytest.raises(HakoError, match="libseccomp .* is not installed.*libseccomp2"):
