@@ -53,6 +53,10 @@ def new_manager(spec: dict, cid: str, *, rootless: bool, host) -> "SystemdManage
     """For create: check that systemd is there and reachable, name the unit,
     ask the manager for its root cgroup. Nothing is created yet."""
     from runtime.cgroups import devices, sdunit
+    linux = spec.get("linux") or {}
+    # the config first: a bad cgroupsPath is the same error on every host
+    unit = sdunit.parse_path(linux.get("cgroupsPath") or "", cid, rootless=rootless,
+                             v2=host.mode == "v2")
     if not host.systemd_booted:
         raise HakoError("--systemd-cgroup: systemd is not running on this host "
                         "(no /run/systemd/system); run without --systemd-cgroup to use "
@@ -63,9 +67,6 @@ def new_manager(spec: dict, cid: str, *, rootless: bool, host) -> "SystemdManage
         raise HakoError(f"--systemd-cgroup: a rootless container needs cgroup v2 (systemd "
                         f"delegates cgroups to users only there; this host is {host.mode}); "
                         "run without --systemd-cgroup")
-    linux = spec.get("linux") or {}
-    unit = sdunit.parse_path(linux.get("cgroupsPath") or "", cid, rootless=rootless,
-                             v2=host.mode == "v2")
     from runtime.cgroups.sdbus import Bus
     bus = Bus.connect(user=rootless)
     try:

@@ -127,9 +127,11 @@ def test_systemd_needs_systemd(tmp_path):
                        systemd=True, host=h)
 
 
-def test_systemd_present_is_a_clear_error_not_a_fallback(tmp_path):
+def test_systemd_present_is_a_clear_error_not_a_fallback(tmp_path, monkeypatch):
+    from runtime.cgroups import sdbus  # systemd "booted" but no bus: no cgroupfs fallback
+    monkeypatch.setattr(sdbus, "_addresses", lambda user: [str(tmp_path / "no-bus")])
     h = FakeCgroupfs(tmp_path, "v2").host(systemd_booted=True)
-    with pytest.raises(HakoError, match="not implemented"):
+    with pytest.raises(HakoError, match="cannot reach systemd over D-Bus"):
         create_manager({}, "c", rootless=False, systemd=True, host=h)
 
 
