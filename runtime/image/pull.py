@@ -83,6 +83,7 @@ class RemoteImage:
         self.config = config
         self.layers = layers
         self.blob_paths: dict[str, str] = {}
+        self.origin: str | None = None        # the mirror it came from
 
     @property
     def id(self) -> str:
@@ -229,6 +230,7 @@ def find(text: str, opts: Options, regs: _Registries) -> tuple[Registry, RemoteI
                 img = resolve(reg, ep.ref, want, bool(opts.platform), names)
                 if ep.ref.name != cand.name:
                     opts.log(f"{cand}: from {ep.ref.name}")
+                img.origin = ep.ref.name if ep.ref.name != cand.name else None
                 img.ref = cand
                 img.path = f"docker://{cand}"
                 return reg, img
@@ -343,7 +345,8 @@ def _fetch_layers(reg: Registry, img: RemoteImage, store, opts: Options, display
     httpc.hold_gate_across_fork()
     n = len(img.layers)
     display.line(f"{img.ref}: manifest {img.manifest_digest[:19]}, {n} layer"
-                 f"{'s' if n != 1 else ''}, {img.platform}")
+                 f"{'s' if n != 1 else ''}, {img.platform}"
+                 + (f", from {img.origin}" if img.origin else ""))
     downloads = os.path.join(store.path, "downloads")
     try:
         os.makedirs(downloads, mode=0o700, exist_ok=True)
