@@ -5,7 +5,7 @@ A networked container whose rootfs has no /etc/resolv.conf and is not writable
 filesystem (EROFS) -- failed at create with "mounts[N]: mount target
 /etc/resolv.conf in the rootfs: Permission denied", for a mount the user never
 wrote. hako now gives /etc a read-only overlay holding just the mount point
-(runtime/mountpoints.py): the container sees the resolver, /etc keeps its
+(runtime/rootfs/mountpoints.py): the container sees the resolver, /etc keeps its
 entries and owner, and the rootfs is never written. A mount the config itself
 asks for still fails there as with runc.
 """

@@ -81,7 +81,7 @@ its config brings; ``plan()`` computes the entries hako adds.
 hako's resolv.conf mount carries ``"x-hako-mountpoint": "overlay"``: on a rootfs
 without /etc/resolv.conf that cannot take an empty mount point (rootless on a
 rootfs owned by someone else, a read-only filesystem), the init makes it in a
-read-only overlay of /etc instead of failing (runtime/mountpoints.py).
+read-only overlay of /etc instead of failing (runtime/rootfs/mountpoints.py).
 
 The package, one concern per module: ``common`` (names, NetworkError),
 ``options`` and ``ports`` (the annotations), ``checks`` (helper, tun),

@@ -39,7 +39,7 @@ API_SOCKET = "network.sock"
 CTL_SOCKET = "network.ctl"
 RESOLV_FILE = "resolv.conf"
 OWNED_MARK = ".hako-network-owned"
-#: runtime.mountpoints.MARK (not imported: this file also runs as a standalone hook)
+#: runtime.rootfs.mountpoints.MARK (not imported: this file also runs as a standalone hook)
 MOUNTPOINT_MARK = "x-hako-mountpoint"
 #: how long the hook waits for the interface and the forwards
 READY_TIMEOUT = 15.0

@@ -226,7 +226,7 @@ def plan(spec: dict, state_dir: str, bundle: str | None = None) -> NetworkPlan |
         # MOUNTPOINT_MARK: when the rootfs has no resolv.conf and cannot take an
         # empty one (rootless on someone else's rootfs, a read-only filesystem),
         # hako makes the mount point in a read-only overlay of /etc instead
-        # (runtime/mountpoints.py); other runtimes ignore the key
+        # (runtime/rootfs/mountpoints.py); other runtimes ignore the key
         mount = {"destination": "/etc/resolv.conf", "type": "bind",
                  "source": os.path.join(state_dir, RESOLV_FILE),
                  "options": ["bind", "ro", "nosuid", "nodev", "noexec"],

@@ -1,4 +1,4 @@
-"""runtime.mountpoints and inroot.missing_tail (issue 13, part 4): the mount
+"""runtime.rootfs.mountpoints and inroot.missing_tail (issue 13, part 4): the mount
 point of a mount hako adds (networking's /etc/resolv.conf) on a rootfs that
 cannot take it is made in a read-only overlay of its directory, never in the
 rootfs; when even that fails the entry is skipped with a warning.
@@ -15,7 +15,8 @@ import re
 
 import pytest
 
-from runtime import inroot, mountpoints as MP
+from runtime import inroot
+from runtime.rootfs import mountpoints as MP
 from runtime.syscalls import MNT_DETACH, MS_BIND, MS_RDONLY
 from test_rootfs import bundle, host, make_fake, resolver, rootfs_of, setup, summary  # noqa: F401
 

@@ -119,8 +119,8 @@ def host(tmp_path, monkeypatch):
     def use(mountinfo=HYBRID_MOUNTINFO, cgroup=HYBRID_CGROUP):
         (tmp_path / "mountinfo").write_text(mountinfo)
         (tmp_path / "cgroup").write_text(cgroup)
-        monkeypatch.setattr(R, "MOUNTINFO", str(tmp_path / "mountinfo"))
-        monkeypatch.setattr(R, "PROC_CGROUP", str(tmp_path / "cgroup"))
+        monkeypatch.setattr(R.hostmounts, "MOUNTINFO", str(tmp_path / "mountinfo"))
+        monkeypatch.setattr(R.cgroupfs, "PROC_CGROUP", str(tmp_path / "cgroup"))
 
     use()
     return use
@@ -312,7 +312,7 @@ def test_rootless_sysfs_and_mqueue_fallbacks(tmp_path, host, bundle, resolver, m
     mqueue EPERM -> bind of the host's /dev/mqueue."""
     spec = {"root": {"path": "rootfs"}, "mounts": [RUNC_SPEC_MOUNTS[5], RUNC_SPEC_MOUNTS[4]]}
     real_isdir = os.path.isdir
-    monkeypatch.setattr(R.os.path, "isdir",
+    monkeypatch.setattr(os.path, "isdir",
                         lambda p: True if p == "/dev/mqueue" else real_isdir(p))
     fake = make_fake(resolver, lambda c: errno.EPERM if c.name == "mount" and c.args[2] in (
         "sysfs", "mqueue") else 0)
@@ -329,7 +329,7 @@ def test_rootless_sysfs_and_mqueue_fallbacks(tmp_path, host, bundle, resolver, m
         ("mount", None, "R/dev/mqueue", None, MS_BIND | MS_REMOUNT | DEFAULT_FLAGS, None),
     ]
     # no host /dev/mqueue to fall back to: the error says so
-    monkeypatch.setattr(R.os.path, "isdir",
+    monkeypatch.setattr(os.path, "isdir",
                         lambda p: False if p == "/dev/mqueue" else real_isdir(p))
     fake = make_fake(resolver, lambda c: errno.EPERM if c.name == "mount" and c.args[2] ==
                      "mqueue" else 0)
@@ -617,7 +617,7 @@ def test_ro_bind_keeps_locked_flags(tmp_path, host, bundle, resolver, monkeypatc
     class St:
         f_flag = 0x2 | 0x4 | 0x1000  # nosuid, nodev, relatime
     real = os.statvfs
-    monkeypatch.setattr(R.os, "statvfs", lambda p: St() if str(p).startswith(
+    monkeypatch.setattr(os, "statvfs", lambda p: St() if str(p).startswith(
         "/proc/self/fd/") else real(p))
     state = {"n": 0}
 
