@@ -76,7 +76,7 @@ class Registered(NamedTuple):
 
 REGISTRY: tuple[Registered, ...] = (
     Registered("layered-rootfs", "io.hako.rootfs.", "runtime.image.lifecycle:LayeredRootfs"),
-    Registered("network", "io.hako.network", "hooks.network_lifecycle:Networking"),
+    Registered("network", "io.hako.network", "hooks.network.lifecycle:Networking"),
 )
 
 
