@@ -105,7 +105,6 @@ class SystemdManager(Manager):
         self._seed_owner = 0
         self._started = False
         self._fresh = False  # started with these limits: the next apply writes files only
-        self._seed_pipe = -1
         self._foreign = False  # create failed before the unit was ours
 
     def __getattr__(self, name: str):
@@ -161,6 +160,10 @@ class SystemdManager(Manager):
             # the same path from us; on v2 the scope is ours below (Delegate)
             if not self._v2():
                 self.inner.create()
+            # the init is forked from here: it holds no connection to systemd
+            # (a rootless stage-1 that needs one for the move opens its own)
+            self._bus.close()
+            self._bus = None
         except BaseException:
             if not self._started:
                 # the unit is not ours (e.g. it exists): create's undo must
@@ -175,21 +178,18 @@ class SystemdManager(Manager):
             raise
 
     def _spawn_seed(self) -> int:
-        """A child that only waits: the scope's first process."""
+        """A child that only waits (no fd of its own): the scope's first process."""
+        import time
         from runtime.syscalls import PR_SET_PDEATHSIG, SYS
         parent = os.getpid()
-        r, w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             try:
                 SYS.prctl(PR_SET_PDEATHSIG, 9)
-                if os.getppid() == parent:
-                    os.close(w)
-                    os.read(r, 1)  # nobody writes: SIGKILL ends it
+                while os.getppid() == parent:
+                    time.sleep(3600)  # SIGKILL ends it
             finally:
                 os._exit(0)
-        os.close(r)
-        self._seed_pipe = w
         self._seed_owner = parent
         return pid
 
@@ -205,7 +205,6 @@ class SystemdManager(Manager):
                 os.waitpid(self._seed, 0)
             except ChildProcessError:
                 pass
-            os.close(self._seed_pipe)
         self._seed = 0
 
     def _reap_seed(self) -> None:
@@ -216,7 +215,6 @@ class SystemdManager(Manager):
             except ChildProcessError:
                 pid = self._seed
             if pid:
-                os.close(self._seed_pipe)
                 self._seed = 0
 
     def _unit_active(self) -> bool:
