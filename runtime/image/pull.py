@@ -332,11 +332,14 @@ def pull(text: str, store, opts: Options) -> dict:
     conf = regconf.RegistriesConf.load()
     regs = _Registries(opts, conf)
     display = Display(opts.quiet)
+    summary = None
     try:
         reg, img = find(text, opts, regs)
-        return _fetch_layers(reg, img, store, opts, display, regs)
+        rec = _fetch_layers(reg, img, store, opts, display, regs)
+        summary = rec.pop("summary")
+        return rec
     finally:
-        display.finish()
+        display.finish(summary)
         regs.close()
 
 
@@ -417,9 +420,9 @@ def _fetch_layers(reg: Registry, img: RemoteImage, store, opts: Options, display
             os.environ.pop("HAKO_PROGRESS", None)
         else:
             os.environ["HAKO_PROGRESS"] = old_progress
-    display.line(f"{img.ref}: {unpacked} layer{'s' if unpacked != 1 else ''} pulled, "
-                 f"{n - len(blobs)} already in the store; image {img.id[:19]}")
-    rec["unpacked"] = unpacked
+    rec = dict(rec, unpacked=unpacked,
+               summary=f"{img.ref}: {unpacked} layer{'s' if unpacked != 1 else ''} pulled, "
+                       f"{n - len(blobs)} already in the store; image {img.id[:19]}")
     return rec
 
 

@@ -34,6 +34,7 @@ class Display:
         self.tty = not quiet and (force == "1" or (tty and force != "0"))
         self.rows: list[dict] = []
         self.drawn = 0
+        self.last = ""
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
@@ -51,7 +52,9 @@ class Display:
             return
         if self.tty:
             with self.lock:
-                self._write(self._erase() + text + "\n" + self._render())
+                bars, lines = self._render()
+                self._write(self._erase() + text + "\n" + bars)
+                self.drawn, self.last = lines, bars
         else:
             self._write(text + "\n")
 
@@ -80,10 +83,14 @@ class Display:
 
     def redraw(self) -> None:
         with self.lock:
-            self._write(self._erase() + self._render())
+            text, lines = self._render()
+            if text == self.last:
+                return  # nothing changed: write nothing
+            self._write(self._erase() + text)
+            self.drawn, self.last = lines, text
 
     def _erase(self) -> str:
-        n, self.drawn = self.drawn, 0
+        n = self.drawn
         return f"\x1b[{n}A\r\x1b[J" if n else ""
 
     def _render(self) -> str:
@@ -102,11 +109,13 @@ class Display:
             else:
                 text = f"{r['label']} {st}" + (f" {human(total)}" if total else "")
             out.append(text[:width])
-        self.drawn = len(out)
-        return "".join(t + "\n" for t in out)
+        return "".join(t + "\n" for t in out), len(out)
 
-    def finish(self) -> None:
+    def finish(self, summary: str | None = None) -> None:
+        """Stop redrawing; the summary goes below the bars."""
         self.stop.set()
         if self.thread is not None:
             self.thread.join(timeout=2)
             self.redraw()
+        if summary and not self.quiet:
+            self._write(summary + "\n")
