@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     verb = ALIASES.get(rest[0], rest[0])
     if verb == "network-hook":
         # hidden: the built-in networking OCI hook, for a frozen hako that has no
-        # python3 + hooks/network.py on disk to name in config.json
+        # python3 + hooks/network/__main__.py on disk to name in config.json
         from hooks.network import main as network_hook
         return network_hook(rest[1:])
     if verb == "help":
