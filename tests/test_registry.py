@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -97,10 +98,11 @@ def hako(rt, *args, conf: str = "", timeout: float = 120, env: dict | None = Non
     return rt.hako(*args, env={**env_of(rt, conf), **(env or {})}, timeout=timeout)
 
 
-def pull(rt, ref: str, *extra, conf: str = "", check: bool = True, env=None, debug=False):
+def pull(rt, ref: str, *extra, conf: str = "", check: bool = True, env=None, debug=False,
+         store: Path | None = None):
     pre = ["--debug"] if debug else []
-    r = hako(rt, *pre, "images", "pull", "--store", store_of(rt), *extra, ref, conf=conf,
-             env=env)
+    r = hako(rt, *pre, "images", "pull", "--store", store or store_of(rt), *extra, ref,
+             conf=conf, env=env)
     if check:
         assert r.returncode == 0, r.stderr
     return r
@@ -320,6 +322,40 @@ def test_429_and_503_are_retried(rt, kit):
     r = pull(rt, f"{kit.proxy.host}/test/zstd:1", check=False)
     assert r.returncode == 1 and "HTTP 503" in r.stderr, r.stderr
     kit.proxy.clear()
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_a_download_left_by_a_killed_pull_is_continued(rt, kit):
+    big = _layer_digests(kit, "big")[-1]
+    blob = (kit.layouts["big"] / "blobs" / "sha256" / big[7:]).read_bytes()
+    for name, head, ranges in (("store", blob[:1 << 20], [f"bytes={1 << 20}-"]),
+                               ("store2", os.urandom(1 << 20), [f"bytes={1 << 20}-", None])):
+        store = rt.dir / name
+        pull(rt, f"{kit.reg.host}/test/one:1", store=store)  # makes the store
+        left = store / "downloads" / big[7:]
+        left.write_bytes(head)  # what a killed pull leaves: the start, or garbage
+        if rt.user.setpriv:
+            os.chown(left, rt.uid, rt.gid)
+        kit.proxy.clear()
+        pull(rt, f"{kit.proxy.host}/test/big:1", store=store)
+        assert [x[2] for x in kit.proxy.requests(f"{big}$")] == ranges
+        assert not list((store / "downloads").iterdir())
+    kit.proxy.clear()
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_concurrent_pulls_of_one_image(rt, kit):
+    argv = rt.hako_argv("images", "pull", "--quiet", "--store", store_of(rt),
+                        f"{kit.reg.host}/test/big:1")
+    procs = [rt.popen(argv, env=env_of(rt), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    assert len({o.strip() for o, _ in outs}) == 1
+    layers = list((store_of(rt) / "layers").iterdir())
+    assert len(layers) == 2 and all((p / "layer.json").exists() for p in layers)
+    assert not list((store_of(rt) / "downloads").iterdir())
+    assert [x["layers_present"] for x in images(rt)] == [2]
 
 
 @pytest.mark.parametrize("mode", ["rootless"], indirect=True)

@@ -387,27 +387,22 @@ class Registry:
                 st.rehash()
                 if size is not None and st.offset > size:
                     st.restart()
-                failures = 0
+                leftover = st.offset > 0  # from a pull that was killed
                 while True:
-                    if stop is not None and stop.is_set():
-                        raise Stopped()
-                    try:
-                        self._fetch_range(repo, dg, st, size, what, progress, stop)
+                    self._fetch_all(repo, dg, st, size, what, progress, stop)
+                    got = f"{algo}:{st.h.hexdigest()}"
+                    if got == dg and (size is None or st.offset == size):
                         break
-                    except httpc.TransportError as e:
-                        if e.tls:
-                            raise
-                        failures += 1
-                        if failures > RETRIES:
-                            raise httpc.TransportError(f"{what}: {e} (gave up after "
-                                                       f"{RETRIES} retries)") from None
-                        self.log(f"{what}: {e}: resuming at byte {st.offset}")
-                        time.sleep(_retry_after(None, failures - 1))
-                if size is not None and st.offset != size:
-                    raise D.DigestError(f"{what}: size mismatch: expected {size} bytes, "
-                                        f"got {st.offset}")
-                got = f"{algo}:{st.h.hexdigest()}"
-                if got != dg:
+                    if leftover:
+                        # what the killed pull left was not the start of this blob
+                        self.log(f"{what}: the partial download left earlier does not "
+                                 "match: starting again")
+                        leftover = False
+                        st.restart()
+                        continue
+                    if size is not None and st.offset != size:
+                        raise D.DigestError(f"{what}: size mismatch: expected {size} bytes, "
+                                            f"got {st.offset}")
                     raise D.DigestError(f"{what}: digest mismatch: expected {dg}, content "
                                         f"is {got}")
                 ok = True
@@ -417,6 +412,26 @@ class Registry:
                     os.unlink(path)
                 except OSError:
                     pass
+
+    def _fetch_all(self, repo: str, dg: str, st: "_Partial", size: int | None, what: str,
+                   progress, stop) -> None:
+        """From st.offset to the end, resuming after connection failures."""
+        failures = 0
+        while True:
+            if stop is not None and stop.is_set():
+                raise Stopped()
+            try:
+                self._fetch_range(repo, dg, st, size, what, progress, stop)
+                return
+            except httpc.TransportError as e:
+                if e.tls:
+                    raise
+                failures += 1
+                if failures > RETRIES:
+                    raise httpc.TransportError(f"{what}: {e} (gave up after "
+                                               f"{RETRIES} retries)") from None
+                self.log(f"{what}: {e}: resuming at byte {st.offset}")
+                time.sleep(_retry_after(None, failures - 1))
 
     def _fetch_range(self, repo: str, dg: str, st: "_Partial", size: int | None, what: str,
                      progress, stop) -> None:
