@@ -33,9 +33,10 @@ MAX_REDIRECTS = 5
 class TransportError(HakoError):
     """The connection failed (refused, reset, timed out, TLS): maybe transient."""
 
-    def __init__(self, msg: str, *, tls: bool = False) -> None:
+    def __init__(self, msg: str, *, tls: bool = False, refused: bool = False) -> None:
         super().__init__(msg)
         self.tls = tls
+        self.refused = refused
 
 
 class _Gate:
@@ -228,7 +229,8 @@ class Client:
                 raise TransportError(f"{_netloc(key)}: {_why(e)}", tls=True) from None
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
-                raise TransportError(f"{_netloc(key)}: {_why(e)}") from None
+                raise TransportError(f"{_netloc(key)}: {_why(e)}",
+                                     refused=isinstance(e, ConnectionRefusedError)) from None
         return conn
 
     def request(self, method: str, url: str, headers: dict | None = None, *,

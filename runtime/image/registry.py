@@ -208,8 +208,8 @@ class Registry:
             try:
                 resp = self.client.request(method, url, headers)
             except httpc.TransportError as e:
-                if e.tls or attempt == RETRIES:
-                    raise
+                if e.tls or attempt == RETRIES or (e.refused and self.base is None):
+                    raise  # (nothing listens there at first contact: no point waiting)
                 self.log(f"{self.registry}: {e}: retrying")
                 time.sleep(_retry_after(None, attempt))
                 continue

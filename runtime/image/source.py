@@ -7,6 +7,10 @@ References (``hako bundle --image REF``), as skopeo spells transports::
     docker-archive:PATH[:NAME]   docker save output (manifest.json + layer tars)
     PATH[:NAME] | PATH@DIGEST    any of the above, recognised by its content
 
+Anything else (``docker://REF``, or a name that is no file) is a registry
+reference or an image the store holds: ``commands/bundle.py`` looks it up in
+the store and pulls it (``pull``) when missing.
+
 NAME picks a manifest by ``org.opencontainers.image.ref.name`` (or
 ``io.containerd.image.name``, or a docker RepoTag); a ``sha256:`` digest picks
 the manifest (or index) with that digest. Indexes are followed down to the
