@@ -163,12 +163,21 @@ def smoke_test(top: Path) -> None:
             f"for n in {names!r}:\n"
             "    __import__(n)\n"
             "assert type(sys.modules['runtime.state'].__spec__.loader).__name__ == '_Modules'\n"
+            # codecs from hako.modules, through the lazy alias table (layout.lazy_aliases)
+            "import codecs\n"
+
+            "for n, m in (('utf8', 'utf-8'), ('latin1', 'iso8859-1'), ('ascii', 'ascii'),\n"
+            "             ('iso-8859-15', 'iso8859-15'), ('cp1252', 'cp1252'), ('u8', 'utf-8')):\n"
+            "    assert codecs.lookup(n).name == m, (n, codecs.lookup(n).name)\n"
+            "assert 'é'.encode('latin_1') == b'\\xe9' and 'bücher.de'.encode('idna')\n"
             "print(len(sys.path))\n")
     # the finder of packaging/entry.py, without running the CLI
     code = ("import sys\ncli = type(sys)('runtime.cli')\ncli.run = lambda: None\n"
             "sys.modules['runtime.cli'] = cli\nimport _hako_entry\ndel sys.modules['runtime.cli']\n"
+            "assert 'encodings.aliases' not in sys.modules, 'aliases read at start'\n"
             + code)
-    r = subprocess.run([str(top / EXE_NAME), "-c", code], capture_output=True, text=True,
+    r = subprocess.run([str(top / EXE_NAME), "-I", "-S", "-X", "utf8", "-c", code],  # as launcher.c
+                       capture_output=True, text=True,
                        cwd="/", env={"PATH": "/usr/bin:/bin", "PYTHONPATH": "/nonexistent"})
     if r.returncode != 0 or r.stdout.strip() != "1":
         raise SystemExit(f"build: the laid-out interpreter fails to import hako:\n{r.stdout}{r.stderr}")

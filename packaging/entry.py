@@ -1,14 +1,14 @@
 """Entry point of the frozen hako.
 
-dist/hako's launcher runs ``<build>/hako -I -S -c "import _hako_entry"`` (the build's
-own interpreter, packaging/layout.py compiles this file to
-``lib/python3.x/_hako_entry.pyc``). Every module but the ``encodings`` package
-(which the interpreter imports before this runs) is in one file,
-``lib/python3.x/hako.modules``: an index, then each module's marshalled code.
-The finder below serves imports from it, after the built-in and frozen
-modules and before the path finder (extension modules, anything else), so a
-call opens one file per module instead of walking directories, and the
-launcher verifies ~120 files instead of ~330 (packaging/README.md).
+dist/hako's launcher runs ``<build>/hako -I -S -X utf8 -c "import _hako_entry"``
+(the build's own interpreter; packaging/layout.py compiles this file to
+``lib/python3.x/_hako_entry.pyc``). Every module but the three the interpreter
+imports before this runs (encodings, encodings.aliases, encodings.utf_8) is in
+one file, ``lib/python3.x/hako.modules``: an index, then each module's
+marshalled code. The finder below serves imports from it, after the built-in
+and frozen modules and before the path finder (extension modules, anything
+else), so a call opens one file per module instead of walking directories,
+and the launcher verifies ~25 files instead of ~330 (packaging/README.md).
 
 In PyInstaller's own builds (packaging/measure.py's variants) this is the
 script the bootloader runs, with its own importer.

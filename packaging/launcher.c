@@ -931,7 +931,7 @@ static void collect_garbage(int rootfd, const char *keep)
 /* -------------------------------------------------------------------- main */
 
 /* Run the build's interpreter (packaging/layout.py) on hako's entry module:
- *   <root>/<build>/hako -I -S -c "import _hako_entry" ARGS...
+ *   <root>/<build>/hako -I -S -X utf8 -c "import _hako_entry" ARGS...
  * The file executed is the descriptor that was checked; argv[0] names the
  * same file by its canonical path, from which the interpreter finds its
  * prefix (the os.pyc landmark) and hako._pth (isolated, no site, sys.path =
@@ -942,16 +942,18 @@ static _Noreturn void run(int exefd, const char *root, const char *name, int arg
     if (snprintf(exe, sizeof(exe), "%s/%s/%s", strcmp(root, "/") ? root : "", name, EXE_NAME) >=
         (int)sizeof(exe))
         die("path too long");
-    char **args = calloc((size_t)argc + 5, sizeof(*args));
+    char **args = calloc((size_t)argc + 7, sizeof(*args));
     if (!args)
         die("out of memory");
     args[0] = exe;
     args[1] = "-I";   /* no PYTHON* variables (hako._pth cannot stop those) */
     args[2] = "-S";
-    args[3] = "-c";
-    args[4] = "import " ENTRY_MODULE;
+    args[3] = "-X";   /* UTF-8 mode whatever the locale: JSON, paths and messages in */
+    args[4] = "utf8"; /* UTF-8, and only encodings.utf_8 to load at start (layout.py) */
+    args[5] = "-c";
+    args[6] = "import " ENTRY_MODULE;
     for (int i = 1; i < argc; i++)
-        args[i + 4] = argv[i];
+        args[i + 6] = argv[i];
     syscall(SYS_execveat, exefd, "", args, environ, AT_EMPTY_PATH);
     die("exec: %s", strerror(errno));
 }

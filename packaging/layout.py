@@ -29,7 +29,7 @@ interpreter directly, laid out as an ordinary prefix::
     lib/python3.11/*.so, spec/*.json
                          extension modules and data, as files
 
-The launcher runs ``<cache>/<build>/hako -I -S -c "import _hako_entry" ARGS...``
+The launcher runs ``<cache>/<build>/hako -I -S -X utf8 -c "import _hako_entry" ARGS...``
 (-I as well: hako._pth makes the interpreter isolated only after it has read
 PYTHONVERBOSE, PYTHONWARNINGS, PYTHONINSPECT and the like).
 """
@@ -45,8 +45,9 @@ from pathlib import Path
 ENTRY_MODULE = "_hako_entry"
 MODULES_FILE = "hako.modules"
 MODULES_MAGIC = b"HAKOMOD1"  # packaging/entry.py reads it
-#: imported before packaging/entry.py installs its finder: stay .pyc files
-STARTUP_PACKAGES = ("encodings",)
+#: imported before packaging/entry.py installs its finder (the interpreter's
+#: start, in UTF-8 mode: see launcher.c): stay .pyc files
+STARTUP_MODULES = ("encodings", "encodings.aliases", "encodings.utf_8")
 LANDMARK = "os"
 EXE_NAME = "hako"
 
@@ -63,6 +64,53 @@ def stdlib_dir() -> str:
 def pyc_bytes(source: Path, shown_name: str, optimize: int) -> bytes:
     """Sourceless bytecode of *source*: no mtime, no size (reproducible; nothing to check)."""
     code = compile(source.read_bytes(), shown_name, "exec", dont_inherit=True, optimize=optimize)
+    return bytes(_bx._code_to_timestamp_pyc(code, 0, 0))
+
+
+def lazy_aliases(src: Path, rel: str, optimize: int, modules) -> bytes:
+    """encodings/__init__ that imports encodings.aliases only when a name needs it.
+
+    The stock package imports its alias table (~300 entries, ~0.3 ms) at the
+    interpreter's start, to look up "utf_8". Here a name that is the name of a
+    bundled codec module and no alias (every name the interpreter itself asks
+    for in UTF-8 mode) goes straight to the module; any other name reads the
+    table first, as before, so every lookup resolves as in the stock package.
+    If this Python's source differs from the expected text, it stays stock."""
+    text = src.read_text()
+    codecs = sorted(n.split(".", 1)[1] for n, _, t in modules
+                    if n.startswith("encodings.") and n.count(".") == 1 and n != "encodings.aliases")
+    reps = [
+        ("from . import aliases\n", ""),
+        ("_aliases = aliases.aliases\n",
+         "_aliases = None\n"
+         "# hako (packaging/layout.py): codec modules no alias redirects, looked up\n"
+         "# without reading encodings.aliases\n"
+         "_DIRECT = frozenset(@DIRECT@)\n\n\n"
+         "def _load_aliases():\n"
+         "    global _aliases\n"
+         "    if _aliases is None:\n"
+         "        from . import aliases\n"
+         "        _aliases = aliases.aliases\n"
+         "    return _aliases\n"),
+        ("    aliased_encoding = _aliases.get(norm_encoding) or \\\n"
+         "                       _aliases.get(norm_encoding.replace('.', '_'))",
+         "    if norm_encoding in _DIRECT:\n"
+         "        aliased_encoding = None\n"
+         "    else:\n"
+         "        aliased_encoding = _load_aliases().get(norm_encoding) or \\\n"
+         "                           _load_aliases().get(norm_encoding.replace('.', '_'))"),
+        ("            if alias not in _aliases:\n",
+         "            if alias not in _load_aliases():\n"),
+    ]
+    if not all(text.count(old) == 1 for old, _ in reps):
+        print("layout: encodings/__init__.py is not the expected text: left as it is")
+        return pyc_bytes(src, rel, optimize)
+    # the alias table of this very Python: a name in it is never sent straight
+    import encodings.aliases
+    direct = [c for c in codecs if c not in encodings.aliases.aliases]
+    for old, new in reps:
+        text = text.replace(old, new.replace("@DIRECT@", repr(direct)))
+    code = compile(text, rel, "exec", dont_inherit=True, optimize=optimize)
     return bytes(_bx._code_to_timestamp_pyc(code, 0, 0))
 
 
@@ -146,8 +194,9 @@ def build(modules, binaries, datas, dest: Path, entry: Path, optimize: int = 0) 
             raise SystemExit(f"layout: {name}: no source ({src}) to compile")
         package = src.name == "__init__.py"
         rel = name.replace(".", "/") + ("/__init__.py" if package else ".py")
-        pyc = pyc_bytes(src, rel, optimize)
-        if name.split(".")[0] in STARTUP_PACKAGES or name == LANDMARK:
+        pyc = (lazy_aliases(src, rel, optimize, modules) if name == "encodings"
+               else pyc_bytes(src, rel, optimize))
+        if name in STARTUP_MODULES or name == LANDMARK:
             _write(std / (rel + "c"), pyc)
         else:
             archived.append((name, package, rel + "c", pyc[16:]))  # code without the pyc header

@@ -3,10 +3,13 @@
 
 For every runtime, interleaved within each round so that machine noise hits
 all of them alike: ``run`` of /bin/true, then ``create``, ``start``,
-``state``, ``kill`` and ``delete`` of a sleeping container. Reports the
-median and the p10–p90 spread of each, the ratio to runc's median, the peak
-RSS of the runtime process (wait4's ru_maxrss) and the RSS of the waiting
-init. Also writes the numbers as JSON (``--json FILE``).
+``state``, ``kill`` and ``delete`` of a sleeping container. Each round also
+times the floor, ``python3 -I -S -c pass`` (the bare interpreter hako runs
+on: what no Python runtime can go under). Reports the median and the p10–p90
+spread of each, the ratios to runc's and crun's medians, for the hot verbs
+(start/state/kill/delete) hako's cost above the floor, the peak RSS of the
+runtime process and the RSS of the waiting init. Also writes the numbers as
+JSON (``--json FILE``).
 
 As root it measures rootful containers and, when the test user exists,
 re-runs itself as that user for the rootless numbers. crun 1.8 refuses
@@ -37,6 +40,9 @@ import busybox  # noqa: E402
 from runtime.default_spec import default_spec  # noqa: E402
 
 VERBS = ["run", "create", "start", "state", "kill", "delete"]
+HOT = ("start", "state", "kill", "delete")
+#: the interpreter .venv/bin/hako runs and dist/hako bundles (Debian's)
+FLOOR_PYTHON = "/usr/bin/python3"
 
 
 BUSYBOX = "/bin/busybox"
@@ -175,10 +181,15 @@ def measure(mode: str, runtimes: list[tuple[str, str]], rounds: int) -> dict:
                 s.rss[v].clear()
             s.init_rss.clear()
             s.failures.clear()
+        floor: list[float] = []
+        floor_argv = [os.path.realpath(FLOOR_PYTHON), "-I", "-S", "-c", "pass"]
         for n in range(rounds):
+            dt, code, _ = spawn(floor_argv, env)
+            if code == 0:
+                floor.append(dt)
             for s in subjects:
                 round_for(s, bundles, n, env)
-        return {s.name: {
+        out = {s.name: {
             "exe": s.exe,
             "verbs": {v: {"median_ms": statistics.median(s.samples[v]) * 1000 if s.samples[v] else None,
                           "p10_ms": _q(s.samples[v], 0.1), "p90_ms": _q(s.samples[v], 0.9),
@@ -188,6 +199,10 @@ def measure(mode: str, runtimes: list[tuple[str, str]], rounds: int) -> dict:
             "init_rss_kib": statistics.median(s.init_rss) if s.init_rss else None,
             "failures": sorted(set(s.failures)),
         } for s in subjects}
+        out["floor"] = {"exe": " ".join(floor_argv),
+                        "median_ms": statistics.median(floor) * 1000 if floor else None,
+                        "p10_ms": _q(floor, 0.1), "p90_ms": _q(floor, 0.9), "n": len(floor)}
+        return out
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -199,31 +214,39 @@ def _q(xs: list[float], q: float) -> float | None:
     return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
 
 
+def _ratio(d: dict, ref: dict | None, verb: str) -> str:
+    r = ref and ref["verbs"][verb]["median_ms"]
+    return f"{d['median_ms'] / r:.2f}x" if r and d["median_ms"] else "-"
+
+
 def table(mode: str, res: dict) -> str:
-    names = list(res)
-    ref = res.get("runc")
-    out = [f"\n== {mode}: median ms (p10-p90) [ratio to runc], peak RSS MiB"]
-    head = f"{'verb':<8}" + "".join(f"{n:>34}" for n in names)
-    out.append(head)
+    """One row per verb and runtime; the floor and hako's cost above it."""
+    names = [n for n in res if n != "floor"]
+    runc, crun = res.get("runc"), res.get("crun")
+    floor = res.get("floor", {}).get("median_ms")
+    out = [f"\n== {mode}: wall ms, median (p10-p90) of one interleaved run; ratios to runc's and "
+           f"crun's medians; peak RSS"]
+    if floor:
+        f = res["floor"]
+        out.append(f"floor ({f['exe']}): {floor:.1f} ({f['p10_ms']:.1f}-{f['p90_ms']:.1f}) ms")
+    out.append(f"{'verb':<7} {'runtime':<14} {'median (p10-p90)':>20} {'/runc':>7} {'/crun':>7}"
+               f" {'-floor':>7} {'peak RSS':>9}")
     for v in VERBS:
-        row = f"{v:<8}"
-        for n in names:
+        for i, n in enumerate(names):
             d = res[n]["verbs"][v]
+            head = f"{v if i == 0 else '':<7} {n:<14}"
             if d["median_ms"] is None:
-                row += f"{'failed':>34}"
+                out.append(f"{head} {'failed':>20}")
                 continue
-            ratio = ""
-            if ref and ref["verbs"][v]["median_ms"]:
-                ratio = f" [{d['median_ms'] / ref['verbs'][v]['median_ms']:.2f}x]"
-            rss = f" {d['peak_rss_kib'] / 1024:.1f}M" if d["peak_rss_kib"] else ""
-            cell = f"{d['median_ms']:.1f} ({d['p10_ms']:.1f}-{d['p90_ms']:.1f}){ratio}{rss}"
-            row += f"{cell:>34}"
-        out.append(row)
-    row = f"{'init RSS':<8}"
-    for n in names:
-        r = res[n]["init_rss_kib"]
-        row += f"{(f'{r / 1024:.1f} MiB' if r else 'n/a'):>34}"
-    out.append(row)
+            spread = f"{d['median_ms']:.1f} ({d['p10_ms']:.1f}-{d['p90_ms']:.1f})"
+            above = (f"{d['median_ms'] - floor:+.1f}" if floor and v in HOT and n.startswith("hako")
+                     else "")
+            rss = f"{d['peak_rss_kib'] / 1024:.1f}M" if d["peak_rss_kib"] else ""
+            out.append(f"{head} {spread:>20} {_ratio(d, runc, v):>7} {_ratio(d, crun, v):>7}"
+                       f" {above:>7} {rss:>9}")
+    out.append("init RSS (the waiting container init): " + ", ".join(
+        f"{n} {res[n]['init_rss_kib'] / 1024:.1f} MiB" if res[n]["init_rss_kib"] else f"{n} n/a"
+        for n in names))
     for n in names:
         if res[n]["failures"]:
             out.append(f"  {n}: failures: {', '.join(res[n]['failures'])}")
@@ -236,6 +259,8 @@ def main() -> int:
     ap.add_argument("--mode", choices=["auto", "root", "rootless"], default="auto")
     ap.add_argument("--json", default=None, help="write results as JSON here")
     ap.add_argument("--user", default=os.environ.get("HAKO_TEST_USER", "hakotest"))
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=EXE",
+                    help="another runtime in the same interleaved run (e.g. an older build)")
     a = ap.parse_args()
     venv_hako = str(REPO / ".venv" / "bin" / "hako")
     runtimes = [("runc", shutil.which("runc") or "/usr/sbin/runc"),
@@ -244,6 +269,7 @@ def main() -> int:
     frozen = REPO / "dist" / "hako"
     if frozen.exists():
         runtimes.append(("hako (frozen)", str(frozen)))
+    runtimes += [tuple(x.split("=", 1)) for x in a.also]
     runtimes = [(n, e) for n, e in runtimes if os.path.exists(e)]
     results: dict[str, dict] = {}
     mode = a.mode if a.mode != "auto" else ("root" if os.geteuid() == 0 else "rootless")
@@ -267,7 +293,8 @@ def main() -> int:
                 r = subprocess.run(["setpriv", f"--reuid={a.user}", f"--regid={a.user}",
                                     "--init-groups", "--", sys.executable, __file__,
                                     "--mode", "rootless", "--rounds", str(a.rounds),
-                                    "--json", tf.name], env=env, cwd="/", timeout=1800)
+                                    "--json", tf.name,
+                                    *[f"--also={x}" for x in a.also]], env=env, cwd="/", timeout=1800)
                 shutil.rmtree(xdg, ignore_errors=True)
                 if r.returncode == 0:
                     results.update(json.load(open(tf.name)))

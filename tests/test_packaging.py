@@ -139,6 +139,17 @@ def test_interpreter_ignores_python_environment_and_cwd(cache, tmp_path):
     assert r.stdout.startswith("hako version ") and "pwned" not in r.stdout
 
 
+@pytest.mark.parametrize("lang", ["C", "POSIX", "C.UTF-8", "en_US.ISO-8859-1", "de_DE@euro", ""])
+def test_any_locale(cache, lang):
+    """The interpreter starts in UTF-8 mode whatever the locale (only utf_8 is a
+    file at start; every other codec is in hako.modules)."""
+    r = subprocess.run([str(BINARY), "--root", "/nonexistent/\u00e9", "state", "caf\u00e9"],
+                       env={"PATH": support.CLEAN_PATH, "HAKO_CACHE_DIR": str(cache),
+                            "LANG": lang, "LC_ALL": lang}, capture_output=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.decode("utf-8").startswith("hako: ") and "Fatal" not in r.stderr.decode()
+
+
 @pytest.mark.parametrize("launcher", ["frozen", "venv"])
 def test_exit_codes_and_output_survive_the_fast_exit(cache, tmp_path, launcher):
     """runtime.cli.run skips the interpreter's teardown (os._exit): stdout is
