@@ -85,9 +85,17 @@ def make_ca(d: Path) -> dict:
                    "extendedKeyUsage=serverAuth\n")
     _run(["openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key,
           "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", ext])
+    # a client certificate (for registries that require one)
+    ckey, ccsr, ccrt, cext = d / "client.key", d / "client.csr", d / "client.cert", \
+        d / "client-ext.cnf"
+    _run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+          "-keyout", ckey, "-out", ccsr, "-subj", "/CN=hako test client"])
+    cext.write_text("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    _run(["openssl", "x509", "-req", "-in", ccsr, "-CA", ca_crt, "-CAkey", ca_key,
+          "-CAcreateserial", "-out", ccrt, "-days", "2", "-extfile", cext])
     for p in d.iterdir():
         os.chmod(p, 0o644)
-    return {"ca": ca_crt, "cert": crt, "key": key}
+    return {"ca": ca_crt, "cert": crt, "key": key, "client_cert": ccrt, "client_key": ckey}
 
 
 def htpasswd(path: Path, users: dict[str, str]) -> Path:
@@ -116,6 +124,8 @@ class Registry:
                "http:", f"  addr: 127.0.0.1:{self.port}", "  secret: hako-test"]
         if tls:
             cfg += ["  tls:", f"    certificate: {tls['cert']}", f"    key: {tls['key']}"]
+            if tls.get("require_client_cert"):
+                cfg += ["    clientcas:", f"      - {tls['ca']}"]
         if htpasswd_file:
             cfg += ["auth:", "  htpasswd:", "    realm: hako-test", f"    path: {htpasswd_file}"]
         if token:
@@ -165,9 +175,13 @@ class Registry:
 
 
 def push(layout: Path, name: str, dest: str, *, all_platforms: bool = False,
-         docker_format: bool = False, creds: str | None = None) -> None:
-    """skopeo copy oci:LAYOUT:NAME docker://DEST (no TLS verification)."""
+         docker_format: bool = False, creds: str | None = None,
+         cert_dir: Path | None = None) -> None:
+    """skopeo copy oci:LAYOUT:NAME docker://DEST (no TLS verification; a
+    client certificate from *cert_dir*)."""
     argv = [SKOPEO, "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false"]
+    if cert_dir:
+        argv += ["--dest-cert-dir", str(cert_dir)]
     if all_platforms:
         argv.append("--all")
     if docker_format:

@@ -38,6 +38,14 @@ def auth_kit(hako_session):
         tls = K.make_ca(d / "ca")
         https = K.Registry(d / "https", tls=tls)
         opened.append(https)
+        mtls = K.Registry(d / "mtls", tls={**tls, "require_client_cert": True})
+        opened.append(mtls)
+        client = d / "client"  # a certs.d directory with a client certificate
+        client.mkdir()
+        shutil.copy(tls["ca"], client / "ca.crt")
+        shutil.copy(tls["client_cert"], client / "client.cert")
+        shutil.copy(tls["client_key"], client / "client.key")
+        K.push(layout, "img", f"{mtls.host}/sec/img:1", cert_dir=client)
         basic = K.Registry(d / "basic", htpasswd_file=K.htpasswd(d / "htpasswd",
                                                                   {USER: PASSWORD}))
         opened.append(basic)
@@ -54,8 +62,8 @@ def auth_kit(hako_session):
         shutil.copy(tls["ca"], certs / "ca.crt")
         for p in d.rglob("*"):
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
-        yield SimpleNamespace(https=https, basic=basic, bearer=bearer, tokens=tokens,
-                              tls=tls, certs=certs)
+        yield SimpleNamespace(https=https, mtls=mtls, basic=basic, bearer=bearer,
+                              tokens=tokens, tls=tls, certs=certs, client=client)
     finally:
         for x in reversed(opened):
             x.close()
@@ -92,6 +100,19 @@ def test_https_with_a_test_ca(rt, auth_kit):
     shutil.rmtree(certsd)
     pull(rt, ref, "--tls-verify=false")
     assert run_image(rt, ref, "--pull", "never") == "secured\n"
+
+
+def test_client_certificates_from_certs_d(rt, auth_kit):
+    ref = f"{auth_kit.mtls.host}/sec/img:1"
+    r = pull(rt, ref, "--cert-dir", auth_kit.certs, check=False)  # the CA, no client cert
+    assert r.returncode == 1 and "cannot reach" in r.stderr, r.stderr
+    pull(rt, ref, "--cert-dir", auth_kit.client)
+    bad = rt.dir / "bad-certs"
+    bad.mkdir()
+    shutil.copy(auth_kit.client / "client.cert", bad / "client.cert")
+    rt.chown(bad)
+    r = pull(rt, ref, "--cert-dir", bad, check=False)
+    assert r.returncode == 1 and "without its key" in r.stderr, r.stderr
 
 
 # ------------------------------------------------------------------ basic auth
