@@ -165,9 +165,11 @@ clean:
 # hako (venv, and dist/hako when built) against runc and crun, root and rootless.
 BENCH_ROUNDS ?= 15
 BENCH_PULL_ROUNDS ?= 5
+# BENCH_ARGS: e.g. --also "hako (old)=/path/to/old/hako" (in the same interleaved run)
+BENCH_ARGS ?=
 bench: install
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory host-deps; fi
-	env -u PYTHONDONTWRITEBYTECODE $(VPY) tests/bench.py --rounds $(BENCH_ROUNDS) --json bench.json
+	env -u PYTHONDONTWRITEBYTECODE $(VPY) tests/bench.py --rounds $(BENCH_ROUNDS) --json bench.json $(BENCH_ARGS)
 	env -u PYTHONDONTWRITEBYTECODE $(VPY) tests/bench_pull.py --rounds $(BENCH_PULL_ROUNDS) --json bench-pull.json
 	echo "(machine-readable results: bench.json, bench-pull.json)"
 
