@@ -22,13 +22,13 @@ finalize_rootfs (after hostname and sysctl)
 Every failure is a :class:`RootfsError` whose str() is one line naming the
 container path and the errno text.
 
-One stage per module: ``setup`` (the order above), ``mountpoints`` (hako's own
-mount points), ``entries`` (one mounts[] entry, by type) with ``tmpfs``,
-``cgroupfs`` and ``procguard`` (nothing over /proc), ``pivot``, ``finalize``;
-shared by them: ``context`` (targets and mount calls of one setup), ``calls``
-(remounts, one-line errors), ``hostmounts`` (/proc/self/mountinfo). Devices are
-runtime.devices, paths inside the rootfs runtime.inroot, mount options
-runtime.mountopts.
+One stage per module: ``setup`` (the order above, pivot_root included),
+``mountpoints`` (hako's own mount points), ``entries`` (one mounts[] entry, by
+type; nothing over /proc) and ``cgroupfs`` (cgroup entries), ``finalize``;
+shared by them: ``context`` (the rootfs fd, targets and mount calls of one
+setup, their one-line errors) and ``hostmounts`` (/proc/self/mountinfo).
+Devices are runtime.devices, paths inside the rootfs runtime.inroot, mount
+options runtime.mountopts.
 
 The init imports this package before pivot_root, and with it every module of
 it (below): nothing here imports lazily, since the host's sys.path is gone
@@ -39,8 +39,7 @@ from __future__ import annotations
 
 from runtime.inroot import RootfsError
 from runtime.rootfs import (  # noqa: F401  (every stage, loaded now: see above)
-    calls, cgroupfs, context, entries, finalize, hostmounts, mountpoints, pivot, procguard,
-    setup, tmpfs,
+    cgroupfs, context, entries, finalize, hostmounts, mountpoints, setup,
 )
 from runtime.rootfs.cgroupfs import cgroup_layout
 from runtime.rootfs.finalize import finalize_rootfs

@@ -10,7 +10,7 @@ import os
 
 from runtime.inroot import RootfsError, fd_path
 from runtime.mountopts import MountOptions, PROPAGATION_MASK
-from runtime.rootfs.calls import DEFAULT_MOUNT_FLAGS, _mount_error, _why
+from runtime.rootfs.context import DEFAULT_MOUNT_FLAGS, _mount_error, _why
 from runtime.rootfs.hostmounts import MountInfo
 from runtime.syscalls import MNT_DETACH, MS_BIND, MS_RDONLY, MS_REC
 

@@ -12,7 +12,7 @@ from runtime.inroot import RootfsError, fd_path, open_in_root
 from runtime.mountopts import (
     final_propagation, parse_options, rootfs_propagation, statvfs_to_flags,
 )
-from runtime.rootfs.calls import (
+from runtime.rootfs.context import (
     _DIR, _clean, _is_bind, _mount_error, _prop_name, _remount, _remount_readonly, _target_error,
     _why,
 )
