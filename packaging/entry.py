@@ -73,7 +73,7 @@ if not hasattr(sys, "_MEIPASS"):
 
     _at = [getattr(f, "__name__", "") for f in sys.meta_path] + ["PathFinder"]
     sys.meta_path.insert(_at.index("PathFinder"), _Modules(__file__.rpartition("/")[0]))
-    sys.frozen = True  # hooks/network.py: a frozen hako runs its hook as $HAKO_LAUNCHER
+    sys.frozen = True  # hooks/network/plan.py: a frozen hako runs its hook as $HAKO_LAUNCHER
     sys.argv[0] = "hako"
 
 from runtime.cli import run  # noqa: E402
