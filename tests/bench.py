@@ -48,14 +48,16 @@ FLOOR_PYTHON = "/usr/bin/python3"
 BUSYBOX = "/bin/busybox"
 
 
-def spawn(argv: list[str], env: dict[str, str]) -> tuple[float, int, int]:
-    """(seconds, exit code, peak RSS in KiB) of one runtime call.
+def spawn(argv: list[str], env: dict[str, str]) -> tuple[float, int, int, float]:
+    """(seconds, exit code, peak RSS in KiB, CPU seconds) of one runtime call.
 
     The call runs under ``busybox time -f %M``: wait4's ru_maxrss of a direct
     child of this (Python, ~15 MiB) process would report *our* high-water mark,
     which exec inherits from the vfork/fork copy; busybox is small, so its child's
     figure is the runtime's own. (busybox reports ru_maxrss as if it were pages:
-    4x KiB, corrected below. Every runtime pays the same ~1 ms for busybox.)"""
+    4x KiB, corrected below. Every runtime pays the same ~1 ms for busybox.)
+    The CPU time (user + system, the runtime's and the children it waited for)
+    varies much less with the load of a shared machine than the wall time."""
     import tempfile
     devnull = os.open(os.devnull, os.O_RDWR)
     with tempfile.TemporaryFile() as err:
@@ -64,13 +66,17 @@ def spawn(argv: list[str], env: dict[str, str]) -> tuple[float, int, int]:
         pid = os.posix_spawn(wrapped[0], wrapped, env, file_actions=[
             (os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
             (os.POSIX_SPAWN_DUP2, err.fileno(), 2)])
-        _, status, _ = os.wait4(pid, 0)
+        _, status, ru = os.wait4(pid, 0)
         dt = time.perf_counter() - t0
         err.seek(0)
         tail = err.read().decode(errors="replace").strip().splitlines()
     os.close(devnull)
     rss = int(tail[-1]) // 4 if wrapped is not argv and tail and tail[-1].isdigit() else 0
-    return dt, os.waitstatus_to_exitcode(status), rss
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:  # why, for the failures line (busybox's last line is the RSS)
+        msg = [line for line in tail if not line.isdigit() and not line.startswith("Command exited")]
+        Subject.last_error = msg[-1][:120] if msg else ""
+    return dt, code, rss, ru.ru_utime + ru.ru_stime
 
 
 def rss_kib(pid: int) -> int:
@@ -85,22 +91,26 @@ def rss_kib(pid: int) -> int:
 
 
 class Subject:
+    last_error = ""
+
     def __init__(self, name: str, exe: str, root: Path) -> None:
         self.name = name
         self.exe = exe
         self.root = root
         self.samples: dict[str, list[float]] = {v: [] for v in VERBS}
         self.rss: dict[str, list[int]] = {v: [] for v in VERBS}
+        self.cpu: dict[str, list[float]] = {v: [] for v in VERBS}
         self.init_rss: list[int] = []
         self.failures: list[str] = []
 
     def call(self, verb: str, args: list[str], env: dict[str, str], record: bool = True) -> int:
-        dt, code, rss = spawn([self.exe, "--root", str(self.root), *args], env)
+        dt, code, rss, cpu = spawn([self.exe, "--root", str(self.root), *args], env)
         if record and code == 0:
             self.samples[verb].append(dt)
             self.rss[verb].append(rss)
+            self.cpu[verb].append(cpu)
         if code != 0 and record:
-            self.failures.append(f"{verb} exit {code}")
+            self.failures.append(f"{verb} exit {code}: {Subject.last_error}")
         return code
 
 
@@ -179,14 +189,17 @@ def measure(mode: str, runtimes: list[tuple[str, str]], rounds: int) -> dict:
             for v in VERBS:
                 s.samples[v].clear()
                 s.rss[v].clear()
+                s.cpu[v].clear()
             s.init_rss.clear()
             s.failures.clear()
         floor: list[float] = []
+        floor_cpu: list[float] = []
         floor_argv = [os.path.realpath(FLOOR_PYTHON), "-I", "-S", "-c", "pass"]
         for n in range(rounds):
-            dt, code, _ = spawn(floor_argv, env)
+            dt, code, _, cpu = spawn(floor_argv, env)
             if code == 0:
                 floor.append(dt)
+                floor_cpu.append(cpu)
             for s in subjects:
                 round_for(s, bundles, n, env)
         out = {s.name: {
@@ -194,6 +207,7 @@ def measure(mode: str, runtimes: list[tuple[str, str]], rounds: int) -> dict:
             "verbs": {v: {"median_ms": statistics.median(s.samples[v]) * 1000 if s.samples[v] else None,
                           "p10_ms": _q(s.samples[v], 0.1), "p90_ms": _q(s.samples[v], 0.9),
                           "n": len(s.samples[v]),
+                          "cpu_ms": statistics.median(s.cpu[v]) * 1000 if s.cpu[v] else None,
                           "peak_rss_kib": max(s.rss[v]) if s.rss[v] else None}
                       for v in VERBS},
             "init_rss_kib": statistics.median(s.init_rss) if s.init_rss else None,
@@ -201,7 +215,8 @@ def measure(mode: str, runtimes: list[tuple[str, str]], rounds: int) -> dict:
         } for s in subjects}
         out["floor"] = {"exe": " ".join(floor_argv),
                         "median_ms": statistics.median(floor) * 1000 if floor else None,
-                        "p10_ms": _q(floor, 0.1), "p90_ms": _q(floor, 0.9), "n": len(floor)}
+                        "p10_ms": _q(floor, 0.1), "p90_ms": _q(floor, 0.9), "n": len(floor),
+                        "cpu_ms": statistics.median(floor_cpu) * 1000 if floor_cpu else None}
         return out
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -224,13 +239,15 @@ def table(mode: str, res: dict) -> str:
     names = [n for n in res if n != "floor"]
     runc, crun = res.get("runc"), res.get("crun")
     floor = res.get("floor", {}).get("median_ms")
-    out = [f"\n== {mode}: wall ms, median (p10-p90) of one interleaved run; ratios to runc's and "
-           f"crun's medians; peak RSS"]
+    out = [f"\n== {mode}: wall ms, median (p10-p90) of one interleaved run ({os.cpu_count()} CPUs, "
+           f"load {os.getloadavg()[0]:.1f}); ratios to runc's and crun's medians; hot verbs' "
+           f"cost above the floor; median CPU ms (user+sys); peak RSS"]
     if floor:
         f = res["floor"]
-        out.append(f"floor ({f['exe']}): {floor:.1f} ({f['p10_ms']:.1f}-{f['p90_ms']:.1f}) ms")
+        out.append(f"floor ({f['exe']}): {floor:.1f} ({f['p10_ms']:.1f}-{f['p90_ms']:.1f}) ms, "
+                   f"CPU {f['cpu_ms']:.1f} ms")
     out.append(f"{'verb':<7} {'runtime':<14} {'median (p10-p90)':>20} {'/runc':>7} {'/crun':>7}"
-               f" {'-floor':>7} {'peak RSS':>9}")
+               f" {'-floor':>7} {'CPU':>6} {'peak RSS':>9}")
     for v in VERBS:
         for i, n in enumerate(names):
             d = res[n]["verbs"][v]
@@ -242,8 +259,9 @@ def table(mode: str, res: dict) -> str:
             above = (f"{d['median_ms'] - floor:+.1f}" if floor and v in HOT and n.startswith("hako")
                      else "")
             rss = f"{d['peak_rss_kib'] / 1024:.1f}M" if d["peak_rss_kib"] else ""
+            cpu = f"{d['cpu_ms']:.1f}" if d.get("cpu_ms") is not None else ""
             out.append(f"{head} {spread:>20} {_ratio(d, runc, v):>7} {_ratio(d, crun, v):>7}"
-                       f" {above:>7} {rss:>9}")
+                       f" {above:>7} {cpu:>6} {rss:>9}")
     out.append("init RSS (the waiting container init): " + ", ".join(
         f"{n} {res[n]['init_rss_kib'] / 1024:.1f} MiB" if res[n]["init_rss_kib"] else f"{n} n/a"
         for n in names))
