@@ -254,23 +254,23 @@ class _Blob:
         self.path = path
         self.lock_path = path + ".lock"
         self.lock_fd = -1
+        self.mutex = threading.Lock()
         self.row: dict | None = None
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.fetched = False
 
     def release(self, remove: bool) -> None:
-        if remove:
-            for p in (self.path,):
+        """Unlock (main thread and worker may both call it); the file is
+        removed only by the holder of the lock."""
+        with self.mutex:
+            if self.lock_fd < 0:
+                return
+            for p in ((self.path,) if remove else ()) + (self.lock_path,):
                 try:
                     os.unlink(p)
                 except OSError:
                     pass
-        if self.lock_fd >= 0:
-            try:
-                os.unlink(self.lock_path)
-            except OSError:
-                pass
             os.close(self.lock_fd)
             self.lock_fd = -1
 
@@ -399,6 +399,9 @@ def _fetch_layers(reg: Registry, img: RemoteImage, store, opts: Options, display
                                        f"layer {i + 1}/{n}", opts.log)
                     unpacked += 1
                     display.set(b.row, "done", "unpacked")
+                # now: another pull waiting for this blob's lock finds the layer
+                # complete (holding it longer could deadlock two pulls of one image)
+                b.release(remove=True)
             dirs.append(store.diff_dir(layer.diff_id))
         for b in blobs.values():
             b.release(remove=True)
