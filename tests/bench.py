@@ -153,6 +153,7 @@ def crun_workaround() -> None:
     SYS.mount(None, "/", None, MS_REC | MS_PRIVATE)
     empty = tempfile.NamedTemporaryFile(prefix="hako-bench-empty-", delete=False)
     empty.close()
+    os.chmod(empty.name, 0o444)  # the rootless half (same namespace) reads it as the test user
     SYS.mount(empty.name, "/sys/fs/cgroup/unified/cgroup.controllers", None, MS_BIND)
     os.unlink(empty.name)
 
