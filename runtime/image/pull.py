@@ -308,6 +308,7 @@ def _worker(queue: list, qlock: threading.Lock, reg: Registry, repo: str, store,
             _lock(blob, stop)
             if store.is_complete(blob.layer.diff_id):
                 blob.release(remove=False)  # another hako unpacked it meanwhile
+                display.set(blob.row, "already in the store", "already in the store")
             else:
                 display.set(blob.row, "downloading")
                 desc = {"digest": blob.layer.digest, "size": blob.layer.size}
