@@ -6,10 +6,8 @@ References (``hako bundle --image REF``), as skopeo spells transports::
     oci-archive:PATH[:NAME]      a tar of one (podman save --format oci-archive)
     docker-archive:PATH[:NAME]   docker save output (manifest.json + layer tars)
     PATH[:NAME] | PATH@DIGEST    any of the above, recognised by its content
-
-Anything else (``docker://REF``, or a name that is no file) is a registry
-reference or an image the store holds: ``commands/bundle.py`` looks it up in
-the store and pulls it (``pull``) when missing.
+Anything else (``docker://REF``, a name that is no file) is for the store or a
+registry: ``commands/bundle.py`` looks it up, and pulls it (``pull``) when missing.
 
 NAME picks a manifest by ``org.opencontainers.image.ref.name`` (or
 ``io.containerd.image.name``, or a docker RepoTag); a ``sha256:`` digest picks
@@ -213,8 +211,7 @@ class LayerRef:
                  rel: str) -> None:
         self.digest = digest          # the blob's digest (None: legacy docker layer.tar)
         self.diff_id = diff_id        # the uncompressed tar's digest: the store key
-        self.media_type = media_type
-        self.size = size
+        self.media_type, self.size = media_type, size
         self.rel = rel                # where the blob is in the layout/archive
 
 
@@ -224,11 +221,8 @@ class Image:
     def __init__(self, *, kind: str, path: str, files: _Files, name: str | None,
                  names: list[str], manifest_digest: str, config_digest: str,
                  config_raw: bytes, config: dict, layers: list[LayerRef]) -> None:
-        self.kind = kind
-        self.path = path
-        self.files = files
-        self.name = name
-        self.names = names
+        self.kind, self.path, self.files = kind, path, files
+        self.name, self.names = name, names
         self.manifest_digest = manifest_digest
         self.config_digest = config_digest
         self.config_raw = config_raw
@@ -366,10 +360,7 @@ def open_image(ref: str, name: str | None = None, platform: str | None = None) -
 
 
 def _check_layout(files: _Files, path: str) -> None:
-    try:
-        doc = _json(files.read("oci-layout", path), f"{path}: oci-layout")
-    except ImageError:
-        raise
+    doc = _json(files.read("oci-layout", path), f"{path}: oci-layout")
     ver = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
     if not isinstance(ver, str) or not ver.startswith("1."):
         raise ImageError(f"{path}: oci-layout: unsupported imageLayoutVersion {ver!r}")
