@@ -223,7 +223,6 @@ def test_unknown_repository_and_tag(rt, kit):
     assert_nothing_kept(rt)
 
 
-@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
 def test_short_names_search_registries_mirrors_aliases(rt, kit):
     empty = K.Registry(Path(tempfile.mkdtemp(prefix="empty-", dir=kit.dir)))
     try:
@@ -240,8 +239,11 @@ def test_short_names_search_registries_mirrors_aliases(rt, kit):
     # docker.io through a mirror: busybox -> docker.io/library/busybox
     conf = ('[[registry]]\nprefix = "docker.io"\nlocation = "docker.io"\n'
             f'[[registry.mirror]]\nlocation = "{kit.reg.host}"\n')
-    r = pull(rt, "busybox:latest", conf=conf)
+    r = pull(rt, "busybox", conf=conf)
+    assert f"from {kit.reg.host}/library/busybox" in r.stderr, r.stderr
     assert "docker.io/library/busybox:latest" in [n for x in images(rt) for n in x["names"]]
+    # the README's two commands (pull, then bundle + run by the short name)
+    assert run_image(rt, "busybox", "--pull", "never", conf=conf, name="b2") == "one\n"
     # an alias
     conf = f'[aliases]\n"myone" = "{kit.reg.host}/test/one"\n'
     pull(rt, "myone:1", conf=conf)
