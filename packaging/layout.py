@@ -213,17 +213,15 @@ def build(modules, binaries, datas, dest: Path, entry: Path, optimize: int = 0) 
             _write(std / rel, Path(src).read_bytes(), 0o755)
             libs.update(_needed_libs(Path(src)))
         elif not Path(name).name.startswith("libpython"):
-            # the interpreter below has libpython linked in (Debian's does; checked)
+            # libpython only if the interpreter below needs it (ldd)
             libs[Path(name).name] = src
     exe = dest / EXE_NAME
     python = python_executable()
     shutil.copyfile(python, exe)
     exe.chmod(0o755)
-    needed = _needed_libs(python)
-    if any(n.startswith("libpython") for n in needed):
-        raise SystemExit(f"layout: {python} links libpython dynamically: not supported "
-                         "(use an interpreter with libpython linked in, e.g. Debian's)")
-    libs.update(needed)
+    # Debian's links libpython in statically (non-PIE: ~2.6 ms faster per start than
+    # the PIC libpython3.x.so); an interpreter linked to the shared one gets it in lib/
+    libs.update(_needed_libs(python))
     for soname, src in sorted(libs.items()):
         _write(lib / soname, Path(src).read_bytes(), 0o755)
     # DT_RPATH (not RUNPATH): also searched for the dependencies of dlopened
