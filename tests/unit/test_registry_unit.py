@@ -170,3 +170,19 @@ def test_auth_files_order_and_formats(tmp_path, monkeypatch):
     (xdg / "containers" / "auth.json").write_text('{"auths": {"x.io": {"auth": "!!"}}}')
     with pytest.raises(HakoError, match="not base64"):
         regauth.lookup("x.io")
+
+
+def test_no_runtime_verb_imports_the_registry_client():
+    """Only `images` and `bundle` load HTTP/TLS: not the lifecycle verbs, nor the
+    image modules the container init uses."""
+    import subprocess
+    verbs = ["create", "start", "state", "kill", "delete", "exec", "run", "list", "ps",
+             "pause", "resume", "update", "events", "layers"]
+    code = ("import sys\n" + "".join(f"import runtime.commands.{v}\n" for v in verbs)
+            + "import runtime.image.drivers, runtime.image.store, runtime.image.bundle\n"
+            "print([m for m in ('ssl', 'http.client', 'tomllib', 'runtime.image.httpc', "
+            "'runtime.image.registry', 'runtime.image.pull') if m in sys.modules])")
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
