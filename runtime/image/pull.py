@@ -299,11 +299,15 @@ def _lock(blob: _Blob, stop: threading.Event) -> None:
 
 def _worker(queue: list, qlock: threading.Lock, reg: Registry, repo: str, store,
             stop: threading.Event, display: Display) -> None:
-    while not stop.is_set():
+    while True:
         with qlock:
             if not queue:
                 return
             blob = queue.pop(0)
+        if stop.is_set():  # another download failed: nobody waits forever on this one
+            blob.error = Stopped()
+            blob.done.set()
+            continue
         try:
             _lock(blob, stop)
             if store.is_complete(blob.layer.diff_id):
