@@ -17,7 +17,8 @@ import sys
 
 TEMPLATE = """#!{python} -IS
 # hako launcher written by packaging/venv_launcher.py (see there for why)
-import sys
+import gc, sys
+gc.set_threshold(10000)  # as packaging/entry.py: no collections during the imports
 sys.path.insert(0, {src!r})
 from runtime.cli import run
 run()
