@@ -55,6 +55,27 @@ def _per_test_time_limit():
         signal.signal(signal.SIGALRM, previous)
 
 
+@pytest.fixture(autouse=True)
+def _host_devices_untouched():
+    """No test may change the host's device nodes (a systemd booted with
+    /dev/null bound as its console once made it 0620 root:tty, which broke
+    every rootless test after it)."""
+    def snap():
+        out = {}
+        for d in ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"):
+            try:
+                st = os.stat(d)
+                out[d] = (st.st_mode, st.st_uid, st.st_gid, st.st_rdev)
+            except OSError:
+                pass
+        return out
+    before = snap()
+    yield
+    after = snap()
+    changed = {d: (before[d], after.get(d)) for d in before if after.get(d) != before[d]}
+    assert not changed, f"the test changed host device nodes (mode, uid, gid, rdev): {changed}"
+
+
 @pytest.fixture(scope="session")
 def hako_session():
     session = support.Session()
