@@ -154,6 +154,22 @@ def _parent_and_name(path: str) -> tuple[str, str]:
     return "/" + "/".join(comps[:-1]), comps[-1]
 
 
+def _deepest_dir(rootfd: int, comps: list[str], no_symlinks: bool,
+                 sc: Syscalls) -> tuple[int, int]:
+    """(k, O_PATH fd of comps[:k]) for the deepest prefix of *comps* that exists
+    (the root itself always does); (-1, -1) only if the tree changes under us."""
+    k = len(comps) - 1
+    while k >= 0:
+        try:
+            return k, open_in_root(rootfd, "/" + "/".join(comps[:k]), os.O_PATH | os.O_DIRECTORY,
+                                   no_symlinks=no_symlinks, sc=sc)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            k -= 1
+    return k, -1
+
+
 def mkdir_all(rootfd: int, path: str, mode: int = 0o755, *, no_symlinks: bool = False,
               sc: Syscalls = SYS) -> int:
     """``mkdir -p`` inside the root; returns an O_PATH fd of the directory.
@@ -170,18 +186,7 @@ def mkdir_all(rootfd: int, path: str, mode: int = 0o755, *, no_symlinks: bool = 
             if e.errno != errno.ENOENT:
                 raise
         comps = _split(path)
-        # the deepest prefix that exists (the root itself always does)
-        k = len(comps) - 1
-        pfd = -1
-        while k >= 0:
-            try:
-                pfd = open_in_root(rootfd, "/" + "/".join(comps[:k]), os.O_PATH | os.O_DIRECTORY,
-                                   no_symlinks=no_symlinks, sc=sc)
-                break
-            except OSError as e:
-                if e.errno != errno.ENOENT:
-                    raise
-                k -= 1
+        k, pfd = _deepest_dir(rootfd, comps, no_symlinks, sc)
         if pfd < 0 or comps[k] == "..":  # cannot happen unless the tree changes under us
             _close(pfd)
             raise _err(errno.ENOENT)
@@ -270,17 +275,7 @@ def missing_tail(rootfd: int, path: str, *, sc: Syscalls = SYS) -> tuple[int, li
             if e.errno != errno.ENOENT:
                 raise
         comps = _split(path)
-        k = len(comps) - 1
-        pfd = -1
-        while k >= 0:
-            try:
-                pfd = open_in_root(rootfd, "/" + "/".join(comps[:k]), os.O_PATH | os.O_DIRECTORY,
-                                   sc=sc)
-                break
-            except OSError as e:
-                if e.errno != errno.ENOENT:
-                    raise
-                k -= 1
+        k, pfd = _deepest_dir(rootfd, comps, False, sc)
         if pfd < 0 or ".." in comps[k:]:
             _close(pfd)
             raise _err(errno.ENOENT)
