@@ -129,7 +129,8 @@ def is_paused(state: dict) -> bool:
     d = (state.get("hako") or {}).get("cgroup")
     if not d:
         return False
+    from runtime.cgroups.paused import is_frozen
     try:
-        return manager_of(state).is_frozen()
+        return is_frozen(d)
     except (OSError, HakoError):
         return False
