@@ -178,7 +178,7 @@ bench: install
 # a small C launcher that unpacks the PyInstaller onedir build once into a
 # private, verified per-user cache and execs it (packaging/README.md).
 # `make test-binary` runs the whole suite against it.
-BINARY_PKGS := gcc libc6-dev zlib1g-dev patchelf
+BINARY_PKGS := gcc libc6-dev zlib1g-dev patchelf musl-tools
 
 .PHONY: binary test-binary
 
@@ -188,9 +188,12 @@ binary: install
 	  $(VPY) -m pip install --quiet pyinstaller
 	fi
 	if ! printf '#include <zlib.h>\nint main(void){return 0;}\n' | cc -x c -o /dev/null - -lz 2>/dev/null \
-	    || ! command -v patchelf >/dev/null; then
-	  if [ "$$(id -u)" = 0 ]; then
-	    echo "binary: installing $(BINARY_PKGS) (C compiler and zlib for the launcher, patchelf for the interpreter's RPATH)"
+	    || ! command -v patchelf >/dev/null || ! command -v musl-gcc >/dev/null; then
+	  if ! command -v musl-gcc >/dev/null && [ "$$(id -u)" != 0 ] && command -v patchelf >/dev/null \
+	      && printf '#include <zlib.h>\nint main(void){return 0;}\n' | cc -x c -o /dev/null - -lz 2>/dev/null; then
+	    echo "binary: no musl-gcc (musl-tools): the launcher will be linked dynamically (~0.25 ms slower per call)" >&2
+	  elif [ "$$(id -u)" = 0 ]; then
+	    echo "binary: installing $(BINARY_PKGS) (C compiler, musl and zlib for the launcher, patchelf for the interpreter's RPATH)"
 	    export DEBIAN_FRONTEND=noninteractive
 	    apt-get update -qq >/dev/null
 	    apt-get install -y -qq --no-install-recommends $(BINARY_PKGS) >/dev/null

@@ -208,12 +208,40 @@ def archive(onedir: Path) -> bytes:
     return b"".join(out)
 
 
+def _libz_a() -> str | None:
+    for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib"):
+        if os.path.exists(f"{d}/libz.a"):
+            return f"{d}/libz.a"
+    return None
+
+
 def compile_launcher(work: Path) -> Path:
+    """The launcher, static against musl when musl-gcc is there (musl-tools).
+
+    Every call runs it, so what it costs before its own first line counts: a
+    dynamic glibc executable pays ld.so (mapping and relocating libc) on every
+    call; the static musl one (~130 KiB) starts ~0.25 ms sooner here. Static
+    glibc would too, but is ~1 MiB and its getpwuid needs glibc's NSS modules
+    of the same version at run time; musl reads /etc/passwd itself (used only
+    when HOME is unset). Otherwise: dynamic against glibc, zlib static."""
+    out = work / "launcher"
+    musl, libz = shutil.which("musl-gcc"), _libz_a()
+    if musl and libz and not os.environ.get("CC"):
+        # kernel (linux/fs.h) and zlib headers after musl's own
+        cmd = [musl, "-O2", "-std=gnu11", "-Wall", "-Wextra", "-static", "-s",
+               "-idirafter", "/usr/include", "-idirafter", "/usr/include/x86_64-linux-gnu",
+               "-o", str(out), str(LAUNCHER_C), libz]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode == 0:
+            if r.stderr.strip():
+                print(r.stderr, file=sys.stderr)
+            log("launcher: static (musl)")
+            return out
+        log(f"launcher: musl-gcc failed, falling back to the C compiler:\n{r.stderr}")
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         raise SystemExit("build: no C compiler (cc/gcc) for packaging/launcher.c: "
                          "apt-get install gcc libc6-dev zlib1g-dev")
-    out = work / "launcher"
     base = [cc, "-O2", "-std=gnu11", "-Wall", "-Wextra", "-s", "-o", str(out), str(LAUNCHER_C)]
     # zlib linked in statically where possible: the launcher then needs only libc
     for libs in (["-Wl,-Bstatic", "-lz", "-Wl,-Bdynamic"], ["-lz"]):
@@ -221,6 +249,7 @@ def compile_launcher(work: Path) -> Path:
         if r.returncode == 0:
             if r.stderr.strip():
                 print(r.stderr, file=sys.stderr)
+            log("launcher: dynamic (glibc; no musl-gcc)")
             return out
     raise SystemExit(f"build: compiling the launcher failed (needs zlib1g-dev):\n{r.stderr}")
 

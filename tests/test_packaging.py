@@ -440,6 +440,21 @@ def test_root_of_a_user_namespace_shares_the_users_cache():
     assert stat.S_IMODE(build_dir_of(cache, BINARY).stat().st_mode) == 0o700
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the binary as the unprivileged test user")
+def test_without_home_the_cache_is_found_through_passwd():
+    """Hooks run the frozen hako with the hook's environment (no HOME): the
+    launcher (static, musl: no NSS) reads the user's home from /etc/passwd."""
+    try:
+        user = support.Identity.test_user()
+    except KeyError:
+        pytest.skip(f"no user {support.TEST_USER}")
+    r = subprocess.run(user.prefix() + [str(BINARY), "--version"], cwd="/", timeout=60,
+                       env={"PATH": support.CLEAN_PATH, "HAKO_LAUNCHER_DEBUG": "1"},
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"running {user.home}/.cache/hako/" in r.stderr, r.stderr
+
+
 def build_dir_of(cache: Path, binary: Path) -> Path:
     """The cache directory of *binary*'s own build (the trailer holds its hash)."""
     with open(binary, "rb") as f:
