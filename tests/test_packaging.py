@@ -313,6 +313,29 @@ def test_tampered_cache_is_detected_and_replaced(cache, victim):
     assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
+@pytest.mark.parametrize("damage", ["no stamp", "half a module file", "no module file"])
+def test_half_written_cache_is_rebuilt(cache, damage):
+    """A build directory cut short (a crash, a full disk, a hand-made copy) is
+    never run: the next call moves it aside and unpacks again."""
+    assert run("--version", cache=cache).returncode == 0
+    d = build_dir(cache)
+    make_mutable(d)
+    modules = d / "lib" / "python3.11" / "hako.modules"
+    if damage == "no stamp":
+        (d / ".stamp").unlink()
+    elif damage == "half a module file":
+        modules.chmod(0o600)
+        os.truncate(modules, modules.stat().st_size // 2)
+    else:
+        modules.unlink()
+    r = run("--root", "/nonexistent", "state", "nope", cache=cache)
+    assert r.returncode == 1 and "does not exist" in r.stderr, r.stderr
+    assert "failed verification" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert modules.is_file() and (build_dir(cache) / ".stamp").is_file()
+    r = run("--version", cache=cache)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
 def test_stamp_of_another_build_is_not_trusted(cache):
     assert run("--version", cache=cache).returncode == 0
     d = build_dir(cache)
