@@ -124,10 +124,15 @@ def images(rt) -> list[dict]:
     return json.loads(r.stdout)
 
 
-def assert_nothing_kept(rt, absent: tuple[str, ...] = ()) -> None:
+def blobs_of(rt, store: Path | None = None) -> list[str]:
+    d = (store or store_of(rt)) / "blobs" / "sha256"
+    return sorted(f"sha256:{p.name}" for p in d.iterdir()) if d.exists() else []
+
+
+def assert_nothing_kept(rt, absent: tuple[str, ...] = (), blobs: tuple[str, ...] = ()) -> None:
     """No image record, no partial layer, no download left in the store; no
-    layer of the *absent* diff_ids (other layers may be complete: a verified
-    layer is kept for the next attempt)."""
+    layer of the *absent* diff_ids, no blob of the *blobs* digests (other
+    verified blobs may be kept for the next attempt)."""
     st = store_of(rt)
     if not st.exists():
         return
@@ -137,6 +142,8 @@ def assert_nothing_kept(rt, absent: tuple[str, ...] = ()) -> None:
         assert f"sha256:{p.name}" not in absent, f"layer {p.name} was kept"
     if (st / "downloads").exists():
         assert not list((st / "downloads").iterdir()), "a download was kept"
+    for b in blobs:
+        assert b not in blobs_of(rt), f"blob {b} was kept"
 
 
 # ---------------------------------------------------------------------- tests
@@ -149,8 +156,12 @@ def test_pull_then_bundle_and_run(rt, kit):
     assert [x["names"][0] for x in recs] == [ref] and recs[0]["id"] == image_id
     assert recs[0]["layers_present"] == 2 and recs[0]["source"] == f"docker://{ref}"
     assert not list((store_of(rt) / "downloads").iterdir()), "downloaded blobs were kept"
+    # pull fetched the blobs only; the bundle unpacks them, then drops them
+    assert recs[0]["layers_unpacked"] == 0 and len(blobs_of(rt)) == 2
+    assert not [p for p in (store_of(rt) / "layers").iterdir()]
     # the bundle takes it from the store: no registry needed
     assert run_image(rt, ref, "--pull", "never") == "one\n"
+    assert images(rt)[0]["layers_unpacked"] == 2 and blobs_of(rt) == []
 
 
 def test_layers_in_the_store_are_not_downloaded_again(rt, kit):
@@ -291,7 +302,7 @@ def test_a_tampered_blob_is_refused_and_nothing_kept(rt, kit):
     kit.proxy.add(f"/blobs/{top}$", "tamper", times=1)
     r = pull(rt, f"{kit.proxy.host}/test/one:1", check=False)
     assert r.returncode == 1 and "digest mismatch" in r.stderr, r.stderr
-    assert_nothing_kept(rt, absent=(_diff_ids(kit, "one")[-1],))
+    assert_nothing_kept(rt, absent=(_diff_ids(kit, "one")[-1],), blobs=(top,))
     kit.proxy.clear()
 
 
@@ -354,9 +365,8 @@ def test_concurrent_pulls_of_one_image(rt, kit):
     outs = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outs
     assert len({o.strip() for o, _ in outs}) == 1
-    layers = list((store_of(rt) / "layers").iterdir())
-    assert len(layers) == 2 and all((p / "layer.json").exists() for p in layers)
-    assert not list((store_of(rt) / "downloads").iterdir())
+    assert blobs_of(rt) == sorted(_layer_digests(kit, "big"))
+    assert not [p for p in (store_of(rt) / "downloads").iterdir() if p.suffix != ".lock"]
     assert [x["layers_present"] for x in images(rt)] == [2]
 
 
@@ -375,3 +385,66 @@ def test_help_and_usage_errors(rt, kit):
     assert r.returncode == 2 and "expected one image reference" in r.stderr
     r = hako(rt, "images", "frobnicate")
     assert r.returncode == 2 and "pull" in r.stderr
+
+
+# ------------------------------------------------------ content and layers
+def test_bundle_of_a_pulled_image_with_the_registry_stopped(rt, kit):
+    """pull stores verified blobs; the bundle unpacks them with no network."""
+    reg = K.Registry(Path(tempfile.mkdtemp(prefix="gone-", dir=kit.dir)))
+    try:
+        ref = f"{reg.host}/test/gone:1"
+        K.push(kit.layouts["big"], "big", ref)
+        pull(rt, ref)
+    finally:
+        reg.close()
+    assert len(blobs_of(rt)) == 2
+    assert run_image(rt, ref) == f"{3 << 20}\n"  # --pull missing: nothing is missing
+    assert blobs_of(rt) == [] and images(rt)[0]["layers_unpacked"] == 2
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_prune_and_rm_remove_the_blobs_no_image_needs(rt, kit):
+    pull(rt, f"{kit.reg.host}/test/big:1")
+    pull(rt, f"{kit.reg.host}/test/one:1")  # shares the base layer (the same blob)
+    big = _layer_digests(kit, "big")
+    one = _layer_digests(kit, "one")
+    assert big[0] == one[0] and blobs_of(rt) == sorted(set(big + one))
+    r = hako(rt, "layers", "prune", "--store", store_of(rt))
+    assert r.returncode == 0 and "0 blobs" in r.stderr, r.stderr
+    assert blobs_of(rt) == sorted(set(big + one)), "prune removed blobs an image needs"
+    # a partial download nobody continues is removed by prune
+    left = store_of(rt) / "downloads" / ("0" * 64)
+    left.write_bytes(b"partial")
+    r = hako(rt, "images", "rm", "--store", store_of(rt), f"{kit.reg.host}/test/big:1")
+    assert r.returncode == 0, r.stderr
+    assert blobs_of(rt) == sorted(one), "images rm kept a blob only it needed"
+    r = hako(rt, "layers", "prune", "--all", "--store", store_of(rt))
+    assert r.returncode == 0 and "2 blobs" in r.stderr, r.stderr
+    assert blobs_of(rt) == [] and images(rt) == [] and not left.exists()
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_a_truncated_or_damaged_blob_never_counts_as_present(rt, kit):
+    ref = f"{kit.proxy.host}/test/big:1"
+    big = _layer_digests(kit, "big")[-1]
+    pull(rt, ref)
+    p = store_of(rt) / "blobs" / "sha256" / big[7:]
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])  # truncated: not present, fetched again
+    kit.proxy.clear()
+    r = pull(rt, ref)
+    assert [x[1].rsplit("/", 1)[1] for x in kit.proxy.requests(f"{big}$")] == [big]
+    assert "1 layer pulled" in r.stderr and p.read_bytes() == data
+    # the right size but other bytes: the unpack refuses it and removes it
+    p.write_bytes(bytes(len(data)))
+    b = rt.dir / "bad"
+    r = hako(rt, "bundle", "--image", ref, "--store", store_of(rt), "--pull", "never", b)
+    assert r.returncode == 1 and "digest mismatch" in r.stderr and "pull" in r.stderr, r.stderr
+    assert not p.exists() and not (b / "config.json").exists()
+    assert sorted(x.name for x in (store_of(rt) / "layers").iterdir()) == \
+        [_diff_ids(kit, "big")[0][7:]], "a layer of the bad blob was kept"
+    # missing now: the default --pull missing fetches it again
+    kit.proxy.clear()
+    assert run_image(rt, ref) == f"{3 << 20}\n"
+    assert len(kit.proxy.requests(f"{big}$")) == 1
+    kit.proxy.clear()

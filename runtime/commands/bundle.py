@@ -1,7 +1,9 @@
 """hako bundle --image REF [--name N] [--platform P] [--driver D] [--pull always|missing|never]
 DIR [-- CMD...]: an OCI bundle from an image, its layers unpacked once into the
 layer store. REF is an archive or layout (``source``), an image the store
-holds, or a registry reference (pulled when the store lacks it: ``pull``)."""
+holds, or a registry reference (pulled when the store lacks it: ``pull``).
+A pulled image's layers are unpacked here from the store's blobs, the first
+time a bundle needs them; each blob is dropped once its layer is unpacked."""
 
 import os
 
@@ -31,10 +33,14 @@ def run(g: dict, opts: dict, args: list[str]) -> int:
             unpacked = 0
             dirs = []
             for i, layer in enumerate(img.layers):
-                if store.ensure_layer(img, layer, list(reversed(dirs)),
-                                      f"layer {i + 1}/{len(img.layers)}", log.warn):
+                if _ensure(store, img, layer, list(reversed(dirs)),
+                           f"layer {i + 1}/{len(img.layers)}", log.warn):
                     unpacked += 1
                 dirs.append(store.diff_dir(layer.diff_id))
+            if img.kind == "store":
+                from runtime.image import content
+                content.drop_unpacked(store, img.blobs + [(x.digest, x.diff_id)
+                                                          for x in img.layers])
             driver, notes = drivers.choose(opts.get("driver"), rootless, store.path)
             for n in notes:
                 log.debug(f"bundle: driver {n}")
@@ -57,28 +63,60 @@ def run(g: dict, opts: dict, args: list[str]) -> int:
     return 0
 
 
+def _ensure(store, img, layer, lowers: list[str], label: str, warn) -> bool:
+    """Store.ensure_layer; a stored blob that fails its digests is removed
+    (the next pull fetches it again)."""
+    from runtime.image import digest as D
+    try:
+        return store.ensure_layer(img, layer, lowers, label, warn)
+    except D.DigestError as e:
+        if img.kind != "store" or not layer.digest:
+            raise
+        store.content.remove(layer.digest)
+        raise HakoError(f"{e}: the stored blob was removed: pull the image again") from None
+
+
 class _StoredImage:
-    """An image the store already holds (by name or id), without its source."""
+    """An image the store already holds (by name or id), without its source:
+    each layer unpacked, or unpackable from a blob of the store."""
 
     kind = "store"
 
     def __init__(self, store, rec: dict) -> None:
+        from runtime.image import content
         from runtime.image.source import LayerRef
+        self.store = store
         self.id = rec["id"]
         self.names = rec.get("names") or []
         self.name = self.names[0] if self.names else None
         self.manifest_digest = rec.get("manifest") or rec["id"]
         self.config = rec.get("config") or {}
         self.path = (rec.get("source") or {}).get("path", "")
-        self.layers = [LayerRef(b, d, "", None, "") for d, b in
-                       zip(rec.get("layers") or [], rec.get("blobs") or [])]
-        missing = [x.diff_id for x in self.layers if not store.is_complete(x.diff_id)]
+        sizes = rec.get("sizes") or []
+        mts = rec.get("media_types") or []
+        self.blobs = list(zip(rec.get("blobs") or [], rec.get("layers") or []))
+        self.layers, missing = [], []
+        records = None
+        for i, (b, d) in enumerate(self.blobs):
+            ref = LayerRef(b, d, mts[i] if i < len(mts) else "",
+                           sizes[i] if i < len(sizes) else None, "")
+            if not store.is_complete(d):
+                records = records if records is not None else content._records_layers(store)
+                src = content.source_for(store, ref, records)
+                if src is None:
+                    missing.append(d)
+                ref = src or ref
+            self.layers.append(ref)
         if missing:
             src = rec.get("source") or {}
             how = f"pull it again (hako images pull {self.name or self.id})" \
                 if src.get("kind") == "docker" else f"bundle it from its archive ({self.path})"
             raise HakoError(f"image {self.name or self.id}: {len(missing)} of its layers are no "
                             f"longer in the store: {how}")
+
+    def open_layer(self, layer):
+        f = open(self.store.content.path(layer.digest), "rb", buffering=1 << 20)
+        return f, os.fstat(f.fileno()).st_size
 
     def close(self) -> None:
         pass
@@ -91,7 +129,7 @@ def _stored(store, ref: str):
     """The store's record for *ref*: by name or id, or a short name by the
     qualified names registries.conf gives it (a complete one first)."""
     from runtime.image import reference as R
-    from runtime.image import regconf
+    from runtime.image import content, regconf
     names = [ref[len("docker://"):] if ref.startswith("docker://") else ref]
     try:
         parsed = R.parse(ref)
@@ -103,7 +141,7 @@ def _stored(store, ref: str):
     for n in names:
         rec = store.find_image(n)
         if rec is not None:
-            if all(store.is_complete(d) for d in rec.get("layers") or []):
+            if content.image_available(store, rec):
                 return rec
             found = found or rec
     return found
@@ -124,8 +162,8 @@ def _open(store, ref: str, opts: dict, source):
             return source.open_image(ref, opts.get("name"), opts.get("platform"))
     if policy != "always":
         rec = _stored(store, ref)
-        incomplete = rec is not None and not all(store.is_complete(d)
-                                                 for d in rec.get("layers") or [])
+        from runtime.image import content
+        incomplete = rec is not None and not content.image_available(store, rec)
         if rec is not None and not (incomplete and policy == "missing"
                                     and (rec.get("source") or {}).get("kind") == "docker"):
             return _StoredImage(store, rec)  # (which says what to do when incomplete)

@@ -136,18 +136,29 @@ def run(g: dict, opts: dict, args: list[str]) -> int:
                 raise HakoError(f"no image {ref} in {store.path}")
             store.remove_image(rec)
             print(rec["id"])
+        from runtime.image import content
+        content.gc(store)  # the blobs only these images needed
         return 0
     if sub not in ("ls", "list"):
         raise HakoError(f"images: unknown subcommand {args[0]!r} (ls, rm, pull, login, "
                         "logout)", 2)
+    from runtime.image import content
+    from runtime.image.source import LayerRef
     recs = store.images()
+    records = content._records_layers(store)
     rows = []
     for r in recs:
         layers = r.get("layers") or []
-        present = [d for d in layers if store.is_complete(d)]
-        size = sum(int((store.layer_meta(d) or {}).get("bytes") or 0) for d in present)
+        sizes = (r.get("sizes") or []) + [None] * len(layers)
+        unpacked = [d for d in layers if store.is_complete(d)]
+        refs = [LayerRef(b, d, "", s, "") for d, b, s in zip(layers, r.get("blobs") or [],
+                                                              sizes)]
+        present = [x for x in refs if content.available(store, x, records)]
+        size = sum(int((store.layer_meta(d) or {}).get("bytes") or 0) for d in unpacked) + \
+            sum(int(x.size or 0) for x in present if not store.is_complete(x.diff_id))
         rows.append({"id": r["id"], "names": r.get("names") or [], "platform": r.get("platform"),
-                     "layers": len(layers), "layers_present": len(present), "bytes": size,
+                     "layers": len(layers), "layers_present": len(present),
+                     "layers_unpacked": len(unpacked), "bytes": size,
                      "source": (r.get("source") or {}).get("path"), "created": r.get("created")})
     fmt = opts.get("format") or "table"
     if opts.get("quiet"):

@@ -55,11 +55,13 @@ def run(g: dict, opts: dict, args: list[str]) -> int:
                 print(d)
         return 0
     if sub == "prune":
+        from runtime.image import content
         removed, freed = store.prune(all_layers=bool(opts.get("all")))
+        blobs = content.gc(store, downloads=True)  # those no remaining image needs
         for d in removed:
             print(d)
         if not opts.get("quiet"):
-            print(f"removed {len(removed)} layers" + (f", {_human(freed)}" if freed else ""),
-                  file=sys.stderr)
+            print(f"removed {len(removed)} layers, {len(blobs)} blobs"
+                  + (f", {_human(freed)}" if freed else ""), file=sys.stderr)
         return 0
     raise HakoError(f"layers: unknown subcommand {sub!r} (ls, rm, prune)", 2)

@@ -138,7 +138,9 @@ def run_in_userns(m: tuple[Mapping, Mapping], fn, *args):
         except BaseException as e:  # noqa: BLE001 - a child must never return
             try:
                 from runtime.errors import error_text
-                os.write(res_w, b"E" + error_text(e).encode(errors="replace")[:60000])
+                from runtime.image.digest import DigestError
+                tag = b"D" if isinstance(e, DigestError) else b"E"  # kept: callers act on it
+                os.write(res_w, tag + error_text(e).encode(errors="replace")[:60000])
             except BaseException:
                 pass
         finally:
@@ -172,6 +174,9 @@ def run_in_userns(m: tuple[Mapping, Mapping], fn, *args):
         _, status = os.waitpid(pid, 0)
     if data[:1] == b"R":
         return json.loads(data[1:])
+    if data[:1] == b"D":
+        from runtime.image.digest import DigestError
+        raise DigestError(data[1:].decode(errors="replace"))
     if data[:1] == b"E":
         raise HakoError(data[1:].decode(errors="replace"))
     raise HakoError(f"user namespace helper failed (exit status "

@@ -5,13 +5,14 @@
    candidate through its mirrors, then its location.
 2. The manifest (an index is followed to the wanted platform), then the
    config, are fetched and verified.
-3. Layers whose ``diff_id`` the store already holds are skipped. The others
-   are downloaded by a few threads (``JOBS``) into ``<store>/downloads/``,
-   verified while streamed, and unpacked in order by ``Store.ensure_layer``
-   as soon as each is there (so downloads and unpacking overlap): the same
-   verified, unpack-once path as archives. A downloaded blob is deleted
-   once unpacked; a mismatching one is deleted at once; a blob left by a
-   killed pull is resumed (re-hashed, then Range) by the next one.
+3. Layers whose ``diff_id`` the store already holds (unpacked, or as a
+   blob of any image) are skipped. The others are downloaded by a few
+   threads (``JOBS``) into ``<store>/downloads/``, verified while streamed,
+   fsync'ed and renamed into the content area (``content.py``). Nothing is
+   unpacked here: ``hako bundle`` unpacks a layer the first time a bundle
+   needs it (containerd's split of content and snapshots). A mismatching
+   blob is deleted at once; a blob left by a killed pull is resumed
+   (re-hashed, then Range) by the next one.
 4. The image is recorded under its qualified name (the tag moves to it).
 """
 
@@ -24,6 +25,7 @@ import threading
 
 from runtime.errors import HakoError
 from runtime.image import digest as D
+from runtime.image import content as C
 from runtime.image import httpc, regauth, regconf
 from runtime.image import reference as R
 from runtime.image import source as S
@@ -64,8 +66,7 @@ class Options:
 
 
 class RemoteImage:
-    """What ``Store.ensure_layer``/``record_image`` need, for a pulled image:
-    the layers are read from the downloaded blobs."""
+    """What ``Store.record_image`` needs, for a pulled image."""
 
     kind = "docker"
 
@@ -82,7 +83,6 @@ class RemoteImage:
         self.config_raw = config_raw
         self.config = config
         self.layers = layers
-        self.blob_paths: dict[str, str] = {}
         self.origin: str | None = None        # the mirror it came from
 
     @property
@@ -93,11 +93,6 @@ class RemoteImage:
     def platform(self) -> str:
         return S.platform_str({k: self.config.get(k) for k in ("os", "architecture", "variant")
                                if self.config.get(k)})
-
-    def open_layer(self, layer: S.LayerRef):
-        p = self.blob_paths[layer.digest]
-        f = open(p, "rb", buffering=1 << 20)
-        return f, os.fstat(f.fileno()).st_size
 
     def close(self) -> None:
         pass
@@ -310,8 +305,8 @@ def _worker(queue: list, qlock: threading.Lock, reg: Registry, repo: str, store,
             continue
         try:
             _lock(blob, stop)
-            if store.is_complete(blob.layer.diff_id):
-                blob.release(remove=False)  # another hako unpacked it meanwhile
+            if C.available(store, blob.layer):
+                blob.release(remove=False)  # another hako fetched it meanwhile
                 display.set(blob.row, "already in the store", "already in the store")
             else:
                 display.set(blob.row, "downloading")
@@ -321,6 +316,7 @@ def _worker(queue: list, qlock: threading.Lock, reg: Registry, repo: str, store,
                     row["done"] = n
                 reg.download(repo, desc, blob.path, f"{blob.layer.digest[:19]}",
                              progress=progress, stop=stop)
+                store.content.commit(blob.path, blob.layer.digest)
                 blob.fetched = True
                 display.set(blob.row, "downloaded",
                             f"downloaded {human(blob.layer.size or blob.row['done'])}")
@@ -355,27 +351,26 @@ def _fetch_layers(reg: Registry, img: RemoteImage, store, opts: Options, display
     display.line(f"{img.ref}: manifest {img.manifest_digest[:19]}, {n} layer"
                  f"{'s' if n != 1 else ''}, {img.platform}"
                  + (f", from {img.origin}" if img.origin else ""))
-    downloads = os.path.join(store.path, "downloads")
     try:
-        os.makedirs(downloads, mode=0o700, exist_ok=True)
+        store.content.init()
     except OSError as e:
-        raise PullError(f"{downloads}: {e.strerror}") from None
+        raise PullError(f"{store.content.downloads}: {e.strerror}") from None
+    downloads = store.content.downloads
+    records = C._records_layers(store)
     blobs: dict[str, _Blob] = {}
     queue: list[_Blob] = []
-    for i, layer in enumerate(img.layers):
+    for layer in img.layers:
         label = f"Copying blob {layer.digest[7:19]}"
-        if store.is_complete(layer.diff_id):
-            if layer.digest not in blobs:
-                display.set(display.add(label, layer.size, "already in the store"), "skipped",
-                            "already in the store")
-            continue
         if layer.digest in blobs:
+            continue
+        if C.available(store, layer, records):
+            display.set(display.add(label, layer.size, "already in the store"), "skipped",
+                        "already in the store")
             continue
         b = _Blob(layer, os.path.join(downloads, f"{D.hex_of(layer.digest)}"))
         b.row = display.add(label, layer.size, "waiting")
         blobs[layer.digest] = b
         queue.append(b)
-        img.blob_paths[layer.digest] = b.path
     stop = threading.Event()
     qlock = threading.Lock()
     threads = [threading.Thread(target=_worker, args=(queue, qlock, reg, img.source_repo, store,
@@ -384,33 +379,16 @@ def _fetch_layers(reg: Registry, img: RemoteImage, store, opts: Options, display
     display.start()
     for t in threads:
         t.start()
-    old_progress = os.environ.get("HAKO_PROGRESS")
-    os.environ["HAKO_PROGRESS"] = "0"  # the store's own unpack progress would garble ours
-    dirs: list[str] = []
-    unpacked = 0
     try:
-        for i, layer in enumerate(img.layers):
-            b = blobs.get(layer.digest)
-            if b is not None and not store.is_complete(layer.diff_id):
-                while not b.done.wait(0.2):
-                    pass
-                if b.error is not None:
-                    # a download stopped because another failed: that one's error
-                    raise next((x.error for x in blobs.values() if x.error is not None
-                                and not isinstance(x.error, Stopped)), b.error)
-                if not store.is_complete(layer.diff_id):
-                    display.set(b.row, "unpacking")
-                    store.ensure_layer(img, layer, list(reversed(dirs)),
-                                       f"layer {i + 1}/{n}", opts.log)
-                    unpacked += 1
-                    display.set(b.row, "done", "unpacked")
-                # now: another pull waiting for this blob's lock finds the layer
-                # complete (holding it longer could deadlock two pulls of one image)
-                b.release(remove=True)
-            dirs.append(store.diff_dir(layer.diff_id))
         for b in blobs.values():
+            while not b.done.wait(0.2):
+                pass
+            if b.error is not None:
+                # a download stopped because another failed: that one's error
+                raise next((x.error for x in blobs.values() if x.error is not None
+                            and not isinstance(x.error, Stopped)), b.error)
             b.release(remove=True)
-        rec = store.record_image(img, dirs)
+        rec = store.record_image(img, [store.diff_dir(x.diff_id) for x in img.layers])
         _move_names(store, img)
     except BaseException as e:
         stop.set()
@@ -418,19 +396,15 @@ def _fetch_layers(reg: Registry, img: RemoteImage, store, opts: Options, display
         for t in threads:
             t.join(timeout=10)
         for b in blobs.values():
-            # a bad blob is gone already; a good one not unpacked yet goes too
+            # a bad blob is gone already; a partial one goes too
             b.release(remove=True)
         if isinstance(e, Stopped):
             raise PullError(f"{img.ref}: interrupted") from None
         raise
-    finally:
-        if old_progress is None:
-            os.environ.pop("HAKO_PROGRESS", None)
-        else:
-            os.environ["HAKO_PROGRESS"] = old_progress
-    rec = dict(rec, unpacked=unpacked,
-               summary=f"{img.ref}: {unpacked} layer{'s' if unpacked != 1 else ''} pulled, "
-                       f"{n - len(blobs)} already in the store; image {img.id[:19]}")
+    fetched = sum(1 for b in blobs.values() if b.fetched)
+    rec = dict(rec, fetched=fetched,
+               summary=f"{img.ref}: {fetched} layer{'s' if fetched != 1 else ''} pulled, "
+                       f"{n - fetched} already in the store; image {img.id[:19]}")
     return rec
 
 

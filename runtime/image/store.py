@@ -9,7 +9,9 @@ Where: ``$HAKO_STORE`` or ``--store``; else /var/lib/hako for root and
     layers/.tmp-<hex>-<pid>/    an unpack in progress (or interrupted: removed later)
     locks/<hex>.lock            flock per layer: one unpack at a time
     store.lock                  flock: shared by unpacks and bundles, exclusive for rm/prune
-    images/<config hex>.json    image records (names, config, layer list)
+    images/<config hex>.json    image records (names, config, layers, blobs)
+    blobs/sha256/<hex>          pulled layer blobs not unpacked yet (``content``)
+    downloads/<hex>             blobs being downloaded
     bundles/<key>.json          bundles that use layers (kept while the bundle is)
 
 A layer is unpacked once: into a temporary directory, under its lock, with
@@ -21,17 +23,16 @@ that layer or by ``hako layers prune``.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
-import shutil
 import time
 
 from runtime.errors import HakoError
 from runtime.image import digest as D
 from runtime.image import idmap
-from runtime.image.decompress import _decompressor  # noqa: F401  (layer streams)
+from runtime.image.content import Content
+from runtime.image.unpackjob import rmtrees, unpack_job
 
 MARKER = "layer.json"
 
@@ -120,6 +121,7 @@ class Store:
         self.locks_dir = os.path.join(self.path, "locks")
         self.images_dir = os.path.join(self.path, "images")
         self.bundles_dir = os.path.join(self.path, "bundles")
+        self.content = Content(self.path)
         self._warned = False
 
     # ------------------------------------------------------------------ setup
@@ -128,6 +130,7 @@ class Store:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
             for d in (self.layers_dir, self.locks_dir, self.images_dir, self.bundles_dir):
                 os.makedirs(d, mode=0o700, exist_ok=True)
+            self.content.init()
         except OSError as e:
             raise StoreError(f"layer store {self.path}: {e.strerror}") from None
         self.check_idmap(write=True)
@@ -208,9 +211,9 @@ class Store:
                     what, label)
             try:
                 if self.mapping is not None:
-                    res = idmap.run_in_userns(self.mapping, _unpack_job, *args)
+                    res = idmap.run_in_userns(self.mapping, unpack_job, *args)
                 else:
-                    res = _unpack_job(*args)
+                    res = unpack_job(*args)
             except BaseException:
                 try:
                     os.rmdir(os.path.join(tmp, "diff"))  # the job removed its content
@@ -305,6 +308,8 @@ class Store:
                "source": {"kind": img.kind, "path": img.path}, "platform": img.platform,
                "config": img.config, "layers": [x.diff_id for x in img.layers],
                "blobs": [x.digest for x in img.layers],
+               "sizes": [x.size for x in img.layers],
+               "media_types": [x.media_type for x in img.layers],
                "created": old.get("created") or time.time(), "used": time.time()}
         _write_json(p, rec)
         return rec
@@ -439,80 +444,3 @@ class Store:
                     except OSError:
                         pass
             return removed, freed
-
-
-def rmtrees(paths: list[str]) -> None:
-    """rm -rf each path, making read-only directories writable on the way."""
-    def onerror(func, p, exc_info):
-        e = exc_info[1]
-        if isinstance(e, FileNotFoundError):
-            return
-        if isinstance(e, PermissionError) or getattr(e, "errno", 0) in (errno.EACCES,
-                                                                       errno.EPERM):
-            parent = os.path.dirname(p)
-            try:
-                os.chmod(parent, 0o700)
-                if os.path.isdir(p) and not os.path.islink(p):
-                    os.chmod(p, 0o700)
-                    shutil.rmtree(p, onerror=_ignore)
-                else:
-                    os.unlink(p)
-                return
-            except OSError:
-                pass
-        raise e
-
-    for p in paths:
-        if not os.path.lexists(p):
-            continue
-        if os.path.isdir(p) and not os.path.islink(p):
-            try:
-                os.chmod(p, 0o700)
-            except OSError:
-                pass
-            shutil.rmtree(p, onerror=onerror)
-        else:
-            os.unlink(p)
-    return None
-
-
-def _ignore(*_a) -> None:
-    pass
-
-
-# --------------------------------------------------------------- the unpack job
-def _unpack_job(img, layer, diff: str, lowers: list[str], rootless: bool, stale: list[str],
-                what: str, label: str) -> dict:
-    """Runs as root (or root of the user namespace): clean the leftovers of
-    earlier attempts, then stream the blob through both digests into *diff*.
-    On any failure the partial tree is removed before the error goes up."""
-    from runtime.image.progress import Progress
-    from runtime.image.unpack import unpack_tar
-    rmtrees(stale)
-    warnings: list[str] = []
-    try:
-        f, size = img.open_layer(layer)
-        prog = Progress(f"{label} {(layer.digest or layer.diff_id)[7:19]}", size)
-        try:
-            blob = D.HashingReader(f, layer.digest, what, size=size, on_read=prog.update)
-            stream, closer = _decompressor(blob, what)
-            tar = D.HashingReader(stream, layer.diff_id, f"{what} (uncompressed, diff_id)")
-            try:
-                res = unpack_tar(tar, diff, what=what, rootless=rootless, lowers=lowers,
-                                 warn=warnings.append)
-                tar.drain()
-            finally:
-                closer()
-            blob.drain()
-            blob.check()
-            tar.check()
-        finally:
-            f.close()
-        prog.done(f"{label} {(layer.digest or layer.diff_id)[7:19]}: unpacked "
-                  f"{res.entries} entries")
-    except BaseException:
-        rmtrees([os.path.join(diff, n) for n in os.listdir(diff)])
-        raise
-    out = res.to_json()
-    out["warnings"] = warnings[:50]
-    return out
