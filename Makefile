@@ -169,6 +169,8 @@ BENCH_PULL_ROUNDS ?= 5
 BENCH_ARGS ?=
 bench: install
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory host-deps; fi
+	# a dist/hako built from older sources would be compared with today's venv
+	if [ -e dist/hako ]; then $(MAKE) --no-print-directory binary >/dev/null; fi
 	env -u PYTHONDONTWRITEBYTECODE $(VPY) tests/bench.py --rounds $(BENCH_ROUNDS) --json bench.json $(BENCH_ARGS)
 	env -u PYTHONDONTWRITEBYTECODE $(VPY) tests/bench_pull.py --rounds $(BENCH_PULL_ROUNDS) --json bench-pull.json
 	echo "(machine-readable results: bench.json, bench-pull.json)"

@@ -288,6 +288,11 @@ def main() -> int:
     frozen = REPO / "dist" / "hako"
     if frozen.exists():
         runtimes.append(("hako (frozen)", str(frozen)))
+        newest = max((p.stat().st_mtime, p) for top in ("runtime", "hooks", "spec", "packaging")
+                      for p in (REPO / top).rglob("*.py"))
+        if newest[0] > frozen.stat().st_mtime:
+            print(f"warning: dist/hako is older than {newest[1].relative_to(REPO)}: it runs older "
+                  "code than the venv (make binary; make bench rebuilds it)", file=sys.stderr)
     runtimes += [tuple(x.split("=", 1)) for x in a.also]
     runtimes = [(n, e) for n, e in runtimes if os.path.exists(e)]
     results: dict[str, dict] = {}
