@@ -232,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _teardown_needed() -> bool:
     """Would skipping the interpreter's finalisation lose anything?"""
-    import atexit
-    if atexit._ncallbacks():
+    atexit = sys.modules.get("atexit")  # callbacks need it imported (logging does)
+    if atexit is not None and atexit._ncallbacks():
         return True
     threading = sys.modules.get("threading")
     if threading is None:

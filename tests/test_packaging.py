@@ -168,6 +168,25 @@ def test_exit_codes_and_output_survive_the_fast_exit(cache, tmp_path, launcher):
             assert r.stderr.startswith(b"hako: ") and r.stderr.endswith(b"\n"), r.stderr
 
 
+@pytest.mark.parametrize("pending", ["atexit", "thread", "nothing"])
+def test_fast_exit_runs_the_teardown_when_something_needs_it(pending):
+    """runtime.cli.run skips the teardown only when nothing is pending: an atexit
+    callback or a non-daemon thread still gets it (sys.exit path)."""
+    setup = {
+        "atexit": "import atexit; atexit.register(lambda: print('teardown ran'))",
+        "thread": ("import threading, time\n"
+                   "threading.Thread(target=lambda: (time.sleep(0.2), print('teardown ran'))).start()"),
+        "nothing": "import weakref  # a module, no callback",
+    }[pending]
+    code = (f"import sys\nsys.path.insert(0, {str(support.REPO)!r})\n{setup}\n"
+            "from runtime.cli import run\nrun(['--version'])\n")
+    r = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True,
+                       timeout=60, cwd="/")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("hako version ")
+    assert ("teardown ran" in r.stdout) == (pending != "nothing"), r.stdout
+
+
 def test_second_call_does_not_unpack_again(cache):
     assert run("--version", cache=cache).returncode == 0
     before = snapshot(cache)
