@@ -30,13 +30,7 @@ def run(g: dict, opts: dict, args: list[str]) -> int:
     with store.lock_store(exclusive=False):
         img = _open(store, ref, opts, source)
         try:
-            unpacked = 0
-            dirs = []
-            for i, layer in enumerate(img.layers):
-                if _ensure(store, img, layer, list(reversed(dirs)),
-                           f"layer {i + 1}/{len(img.layers)}", log.warn):
-                    unpacked += 1
-                dirs.append(store.diff_dir(layer.diff_id))
+            dirs, unpacked = store.ensure_layers(img, log.warn, _bad_blob(store, img))
             if img.kind == "store":
                 from runtime.image import content
                 content.drop_unpacked(store, img.blobs + [(x.digest, x.diff_id)
@@ -63,17 +57,16 @@ def run(g: dict, opts: dict, args: list[str]) -> int:
     return 0
 
 
-def _ensure(store, img, layer, lowers: list[str], label: str, warn) -> bool:
-    """Store.ensure_layer; a stored blob that fails its digests is removed
-    (the next pull fetches it again)."""
-    from runtime.image import digest as D
-    try:
-        return store.ensure_layer(img, layer, lowers, label, warn)
-    except D.DigestError as e:
-        if img.kind != "store" or not layer.digest:
-            raise
-        store.content.remove(layer.digest)
-        raise HakoError(f"{e}: the stored blob was removed: pull the image again") from None
+def _bad_blob(store, img):
+    """For Store.ensure_layers: a stored blob that fails its digests is
+    removed (the next pull fetches it again)."""
+    def on_error(layer, e: BaseException) -> None:
+        from runtime.image import digest as D
+        if img.kind == "store" and layer.digest and isinstance(e, D.DigestError):
+            store.content.remove(layer.digest)
+            raise HakoError(f"{e}: the stored blob was removed: pull the image again") \
+                from None
+    return on_error
 
 
 class _StoredImage:

@@ -67,6 +67,34 @@ class Content:
             return []
 
 
+_SFR = []
+
+
+class Writeback:
+    """Has the kernel write a download back while it is still streaming in
+    (sync_file_range, SYNC_FILE_RANGE_WRITE: it does not wait), so that the
+    fsync before the blob is renamed in waits for the tail only, not for the
+    whole blob (~55 ms for 32 MiB here)."""
+
+    STEP = 4 << 20
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.done = 0
+        if not _SFR:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            fn = getattr(libc, "sync_file_range", None)
+            if fn is not None:
+                fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+            _SFR.append(fn)
+
+    def wrote(self, end: int) -> None:
+        if end - self.done >= self.STEP and _SFR[0] is not None:
+            _SFR[0](self.fd, self.done, end - self.done, 2)  # errors: fsync reports them
+            self.done = end
+
+
 def _records_layers(store) -> list[tuple[str, str, int | None]]:
     """(diff_id, blob digest, size) of every layer of every image record."""
     out = []

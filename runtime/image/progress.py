@@ -1,6 +1,7 @@
 """Progress of long operations on a terminal (stderr), nothing otherwise.
 
-``HAKO_PROGRESS=1`` forces it on (and ``0`` off), e.g. to see it through a pipe.
+``HAKO_PROGRESS=1`` forces it on (and ``0`` off), e.g. to see it through a pipe;
+forced on, short operations are shown too (from their first update).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Progress:
         self.label = label
         self.total = total
         self.enabled = _enabled() if enabled is None else enabled
+        self.quiet_first = os.environ.get("HAKO_PROGRESS") != "1"
         self.interval = interval
         self.start = time.monotonic()
         self.last = 0.0
@@ -42,7 +44,7 @@ class Progress:
         if now - self.last < self.interval:
             return
         self.last = now
-        if now - self.start < 0.3 and not self.shown:
+        if now - self.start < 0.3 and not self.shown and self.quiet_first:
             return  # short operations stay quiet
         if self.total:
             pct = min(100, done * 100 // self.total)

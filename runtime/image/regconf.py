@@ -239,3 +239,20 @@ def tls_material(dirs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
                 raise ConfigError(f"{p}: key without its client certificate "
                                   f"{p[:-4]}.cert")
     return cas, pairs
+
+
+def system_cas(ctx) -> None:
+    """The system CAs. From the hashed directory when there is one: OpenSSL
+    reads a CA from it when a chain needs it, where the bundle file is parsed
+    whole (~60 ms, paid even by a localhost registry that answers plain HTTP)."""
+    import ssl
+    p = ssl.get_default_verify_paths()
+    if not os.environ.get(p.openssl_cafile_env) and p.capath and os.path.isdir(p.capath):
+        try:
+            hashed = any(len(n) == 10 and n.endswith(".0") for n in os.listdir(p.capath))
+        except OSError:
+            hashed = False
+        if hashed:
+            ctx.load_verify_locations(capath=p.capath)
+            return
+    ctx.load_default_certs()

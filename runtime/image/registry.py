@@ -29,6 +29,7 @@ import urllib.parse
 from runtime.errors import HakoError
 from runtime.image import digest as D
 from runtime.image import httpc, regconf
+from runtime.image.content import Writeback
 from runtime.image import reference as R
 from runtime.image.regauth import Credentials
 
@@ -126,8 +127,10 @@ def _errors(body: bytes) -> tuple[str, list[str]]:
 
 
 def tls_context_for(registry: str, *, verify: bool, cert_dir: str | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    if not verify:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # create_default_context's settings
+    if verify:
+        regconf.system_cas(ctx)
+    else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     cas, pairs = regconf.tls_material(regconf.cert_dirs(registry, cert_dir))
@@ -485,6 +488,7 @@ class _Partial:
         self.offset = 0
         with httpc.GATE.shared():
             self.h = hashlib.new(algo)
+            self.wb = Writeback(f.fileno())
 
     def rehash(self) -> None:
         """Hash what an earlier, interrupted pull left in the file."""
@@ -499,7 +503,7 @@ class _Partial:
     def restart(self) -> None:
         self.f.seek(0)
         self.f.truncate(0)
-        self.offset = 0
+        self.offset = self.wb.done = 0
         with httpc.GATE.shared():
             self.h = hashlib.new(self.algo)
 
@@ -507,3 +511,4 @@ class _Partial:
         self.f.write(data)
         self.h.update(data)
         self.offset += len(data)
+        self.wb.wrote(self.offset)

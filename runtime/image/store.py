@@ -96,9 +96,13 @@ def dir_size(path: str) -> int:
 
 
 class _Lock:
-    def __init__(self, path: str, exclusive: bool = True) -> None:
+    def __init__(self, path: str, exclusive: bool = True, wait: bool = True) -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            fcntl.flock(self.fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                        | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            self.release()  # fd -1: held by another
 
     def release(self) -> None:
         if self.fd >= 0:
@@ -176,72 +180,128 @@ class Store:
     def layer_meta(self, diff_id: str) -> dict | None:
         return _read_json(os.path.join(self.layer_dir(diff_id), MARKER))
 
-    def ensure_layers(self, img, log_fn=None) -> list[str]:
+    def ensure_layers(self, img, log_fn=None, on_error=None) -> tuple[list[str], int]:
         """Unpack every layer of *img* not yet in the store (bottom first);
-        returns the diff directories, bottom first."""
+        returns the diff directories (bottom first) and how many this call
+        unpacked. One ``syncfs`` for them all (not one per layer): each is
+        unpacked under its lock into its temporary directory, then all are
+        synced, then each gets its marker and is renamed in. Waiting for a
+        lock another hako holds, we first commit what we hold (so two calls
+        never wait on each other). *on_error(layer, exc)* may replace an
+        unpack error."""
         dirs: list[str] = []
+        reads: list[str] = []        # what the next layer sees below it
+        pending: list[tuple] = []    # (lock, tmp, final, meta)
+        held: dict[str, str] = {}    # diff_id -> its temporary directory, pending
         n = len(img.layers)
-        for i, layer in enumerate(img.layers):
-            lowers = list(reversed(dirs))
-            self.ensure_layer(img, layer, lowers, f"layer {i + 1}/{n}", log_fn)
-            dirs.append(self.diff_dir(layer.diff_id))
-        return dirs
+        unpacked = 0
+        try:
+            for i, layer in enumerate(img.layers):
+                final = self.layer_dir(layer.diff_id)
+                dirs.append(os.path.join(final, "diff"))
+                reads.append(dirs[-1])
+                if layer.diff_id in held:  # the same layer twice, not committed yet
+                    reads[-1] = os.path.join(held[layer.diff_id], "diff")
+                    continue
+                if self.is_complete(layer.diff_id):
+                    continue
+                lockp = os.path.join(self.locks_dir, f"{D.hex_of(layer.diff_id, 'layer')}.lock")
+                lock = _Lock(lockp, wait=False)
+                if lock.fd < 0:  # another hako unpacks it: wait holding nothing
+                    self._commit(pending)
+                    held.clear()
+                    lock = _Lock(lockp)
+                if self.is_complete(layer.diff_id):
+                    lock.release()  # unpacked while we waited
+                    continue
+                try:
+                    tmp, meta = self._unpack(img, layer, list(reversed(reads[:-1])),
+                                             f"layer {i + 1}/{n}", log_fn)
+                except BaseException as e:
+                    lock.release()
+                    if on_error is not None:
+                        on_error(layer, e)
+                    raise
+                pending.append((lock, tmp, final, meta))
+                held[layer.diff_id] = tmp
+                unpacked += 1
+                reads[-1] = os.path.join(tmp, "diff")
+        finally:
+            self._commit(pending)  # verified layers stay, also after a failure
+        return dirs, unpacked
 
     def ensure_layer(self, img, layer, lowers: list[str], label: str, log_fn=None) -> bool:
-        """True when this call unpacked it, False when it was there."""
+        """One layer (its lowers complete); True when this call unpacked it."""
         if self.is_complete(layer.diff_id):
             return False
-        hexid = D.hex_of(layer.diff_id, "layer")
-        with _Lock(os.path.join(self.locks_dir, f"{hexid}.lock")):
+        with _Lock(os.path.join(self.locks_dir, f"{D.hex_of(layer.diff_id, 'layer')}.lock")):
             if self.is_complete(layer.diff_id):
                 return False  # somebody else unpacked it while we waited
-            final = self.layer_dir(layer.diff_id)
-            stale = [os.path.join(self.layers_dir, n) for n in os.listdir(self.layers_dir)
-                     if n.startswith(f".tmp-{hexid}-")]
-            if os.path.lexists(final):
-                # a directory without marker (not made by hako): not trusted
-                moved = os.path.join(self.layers_dir, f".tmp-{hexid}-stale-{os.getpid()}")
-                os.rename(final, moved)
-                stale.append(moved)
-            tmp = os.path.join(self.layers_dir, f".tmp-{hexid}-{os.getpid()}-{time.time_ns()}")
-            os.mkdir(tmp, 0o700)
-            os.mkdir(os.path.join(tmp, "diff"), 0o755)
-            what = f"{label} {layer.digest or layer.diff_id}"
-            args = (img, layer, os.path.join(tmp, "diff"), lowers, self.rootless, stale,
-                    what, label)
-            try:
-                if self.mapping is not None:
-                    res = idmap.run_in_userns(self.mapping, unpack_job, *args)
-                else:
-                    res = unpack_job(*args)
-            except BaseException:
-                try:
-                    os.rmdir(os.path.join(tmp, "diff"))  # the job removed its content
-                    os.rmdir(tmp)
-                except OSError:
-                    pass
-                raise
-            if res.get("unmapped") and not idmap.has_subids(self.mapping) and log_fn:
-                if not self._warned:
-                    log_fn(f"{what}: {res['unmapped']} entries are owned by ids other than "
-                           "root and you have no subordinate ids (/etc/subuid): they belong to "
-                           "you (root in the container)")
-                    self._warned = True
-            for s in res.get("skipped") or []:
-                if log_fn:
-                    log_fn(f"{what}: skipped {s}")
-            meta = {"diff_id": layer.diff_id, "digest": layer.digest,
-                    "media_type": layer.media_type, "unpacked": time.time(),
-                    "unpacked_by": os.getpid(), "idmap": idmap.key(self.mapping),
-                    "source": img.path, **res}
-            fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            tmp, meta = self._unpack(img, layer, lowers, label, log_fn)
+            self._commit([(None, tmp, self.layer_dir(layer.diff_id), meta)])
+            return True
+
+    def _commit(self, pending: list[tuple]) -> None:
+        """syncfs once, then marker and rename for each; locks released."""
+        if not pending:
+            return
+        try:
+            fd = os.open(self.layers_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 _syncfs(fd)
             finally:
                 os.close(fd)
-            _write_json(os.path.join(tmp, MARKER), meta)
-            os.rename(tmp, final)
-            return True
+            for _lock, tmp, final, meta in pending:
+                _write_json(os.path.join(tmp, MARKER), meta)
+                os.rename(tmp, final)
+        finally:
+            for lock, *_ in pending:
+                if lock is not None:
+                    lock.release()
+            pending.clear()
+
+    def _unpack(self, img, layer, lowers: list[str], label: str, log_fn) -> tuple[str, dict]:
+        """Under the layer's lock: into a new temporary directory; returns it
+        and the marker's content (not written yet)."""
+        hexid = D.hex_of(layer.diff_id, "layer")
+        final = self.layer_dir(layer.diff_id)
+        stale = [os.path.join(self.layers_dir, n) for n in os.listdir(self.layers_dir)
+                 if n.startswith(f".tmp-{hexid}-")]
+        if os.path.lexists(final):
+            # a directory without marker (not made by hako): not trusted
+            moved = os.path.join(self.layers_dir, f".tmp-{hexid}-stale-{os.getpid()}")
+            os.rename(final, moved)
+            stale.append(moved)
+        tmp = os.path.join(self.layers_dir, f".tmp-{hexid}-{os.getpid()}-{time.time_ns()}")
+        os.mkdir(tmp, 0o700)
+        os.mkdir(os.path.join(tmp, "diff"), 0o755)
+        what = f"{label} {layer.digest or layer.diff_id}"
+        args = (img, layer, os.path.join(tmp, "diff"), lowers, self.rootless, stale, what, label)
+        try:
+            if self.mapping is not None:
+                res = idmap.run_in_userns(self.mapping, unpack_job, *args)
+            else:
+                res = unpack_job(*args)
+        except BaseException:
+            try:
+                os.rmdir(os.path.join(tmp, "diff"))  # the job removed its content
+                os.rmdir(tmp)
+            except OSError:
+                pass
+            raise
+        if res.get("unmapped") and not idmap.has_subids(self.mapping) and log_fn:
+            if not self._warned:
+                log_fn(f"{what}: {res['unmapped']} entries are owned by ids other than "
+                       "root and you have no subordinate ids (/etc/subuid): they belong to "
+                       "you (root in the container)")
+                self._warned = True
+        for s in res.get("skipped") or []:
+            if log_fn:
+                log_fn(f"{what}: skipped {s}")
+        return tmp, {"diff_id": layer.diff_id, "digest": layer.digest,
+                     "media_type": layer.media_type, "unpacked": time.time(),
+                     "unpacked_by": os.getpid(), "idmap": idmap.key(self.mapping),
+                     "source": img.path, **res}
 
     def list_layers(self) -> list[dict]:
         out = []
