@@ -9,6 +9,7 @@ Every hako call gets a private HOME, XDG_RUNTIME_DIR, registries.conf and store.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import platform
@@ -448,3 +449,34 @@ def test_a_truncated_or_damaged_blob_never_counts_as_present(rt, kit):
     assert run_image(rt, ref) == f"{3 << 20}\n"
     assert len(kit.proxy.requests(f"{big}$")) == 1
     kit.proxy.clear()
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_concurrent_bundles_of_a_pulled_image(rt, kit):
+    """Several bundles unpack the same blobs at once: each layer once, one
+    syncfs per bundle, nobody waits on another forever."""
+    ref = f"{kit.reg.host}/test/big:1"
+    pull(rt, ref)
+    argvs = [rt.hako_argv("bundle", "--image", ref, "--pull", "never", "--store",
+                          store_of(rt), rt.dir / f"c{i}") for i in range(3)]
+    procs = [rt.popen(a, env=env_of(rt), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                      text=True) for a in argvs]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    layers = list((store_of(rt) / "layers").iterdir())
+    assert sorted(p.name for p in layers) == sorted(d[7:] for d in _diff_ids(kit, "big"))
+    assert all((p / "layer.json").exists() for p in layers) and blobs_of(rt) == []
+    assert sum(int(o.split("layers, ")[1].split(" ")[0]) for o, _ in outs) == 2, outs
+
+
+def test_an_image_with_a_repeated_layer(rt, kit):
+    """The same diff_id twice (e.g. empty layers): unpacked once, in one batch."""
+    base = (kit.layouts["one"] / "blobs" / "sha256")
+    man = _manifest(kit, "one")
+    raw = [gzip.decompress((base / d["digest"][7:]).read_bytes()) for d in man["layers"]]
+    img = ib.Image([raw[0], raw[1], raw[0], raw[1]], config={"Cmd": ["cat", "/which"]})
+    layout = ib.write_oci(rt.dir / "rep", [("rep", img)])
+    rt.chown(layout)
+    assert run_image(rt, f"oci:{layout}:rep") == "one\n"
+    layers = list((store_of(rt) / "layers").iterdir())
+    assert len(layers) == 2 and all((p / "layer.json").exists() for p in layers)

@@ -31,6 +31,9 @@ def run(g: dict, opts: dict, args: list[str]) -> int:
         img = _open(store, ref, opts, source)
         try:
             dirs, unpacked = store.ensure_layers(img, log.warn, _bad_blob(store, img))
+            # a layer listed twice: its topmost place alone gives the same tree
+            # (overlayfs refuses a lower directory twice: ELOOP)
+            dirs = [d for i, d in enumerate(dirs) if d not in dirs[i + 1:]]
             if img.kind == "store":
                 from runtime.image import content
                 content.drop_unpacked(store, img.blobs + [(x.digest, x.diff_id)
