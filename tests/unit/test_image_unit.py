@@ -200,3 +200,30 @@ def test_merged_lookup_honours_whiteouts_and_opaque_dirs(tmp_path):
     assert unpack.merged_lookup(lowers, ["a", "x"]) is None
     assert unpack.merged_lookup(lowers, ["b", "y"]) == str(low / "b" / "y")
     assert unpack.merged_lookup(lowers, ["c"]) is None
+
+
+def test_gunzip_members_padding_and_corruption():
+    """gzip through zlib directly: several members (zero padding between),
+    a CRC error, a cut stream and trailing garbage are refused in one line."""
+    import gzip
+    from runtime.image import decompress
+    data = os.urandom(100_000) + b"a" * 3_000_000
+    blob = gzip.compress(data[:1000]) + b"\0" * 10 + gzip.compress(data[1000:]) + b"\0" * 3
+
+    def read_all(b: bytes, n: int = 7777) -> bytes:
+        s, close = decompress._decompressor(io.BytesIO(b), "layer")
+        out = []
+        while True:
+            x = s.read(n)
+            if not x:
+                break
+            assert len(x) <= n
+            out.append(x)
+        close()
+        return b"".join(out)
+
+    assert read_all(blob) == data and read_all(blob, 1 << 20) == data
+    for bad, why in ((blob[:-40], "cut short"), (blob[:60] + b"X" + blob[61:], "corrupt gzip"),
+                     (gzip.compress(b"x") + b"garbage", "corrupt gzip")):
+        with pytest.raises(decompress.DecompressError, match=why):
+            read_all(bad)
