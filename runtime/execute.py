@@ -16,11 +16,10 @@ process is reparented to it when the joiner exits and waitpid gives its status.
 
 from __future__ import annotations
 
-import json
 import os
 import select
 
-from runtime import security
+from runtime import fastjson, security
 from runtime import syscalls as S
 from runtime.channel import Channel
 from runtime.errors import HakoError
@@ -61,7 +60,7 @@ def load_process_file(path: str) -> dict:
 
 def process_from_flags(base: dict, opts: dict, args: list[str]) -> dict:
     """runc's exec: the container's own process, overridden by the flags."""
-    proc = json.loads(json.dumps(base))  # deep copy
+    proc = fastjson.loads(fastjson.dumps(base))  # deep copy
     if not args:
         raise HakoError("exec: a command is required (or --process FILE)", 2)
     proc["args"] = args
@@ -118,7 +117,7 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
         cgroup = manager_of(state)
         try:
             with open(os.path.join(c.dir, "config.json"), "rb") as f:
-                spec = json.loads(f.read())
+                spec = fastjson.loads(f.read())
         except OSError as e:
             raise HakoError(f"container {cid}: its saved config is unreadable: {e.strerror}") from None
     if proc is None:

@@ -47,6 +47,10 @@ def loads(s: str | bytes) -> object:
         obj, end = _scan(s, i)
     except StopIteration as e:
         raise ValueError(f"invalid JSON at offset {e.value}") from None
+    except SystemError:
+        # the scanner raises json.decoder.JSONDecodeError only when json.decoder
+        # is already imported (it looks in sys.modules); otherwise it fails so
+        raise ValueError("invalid JSON") from None
     while end < n and s[end] in _WS:
         end += 1
     if end != n:

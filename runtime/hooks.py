@@ -25,9 +25,9 @@ gives "creating" to the first three.
 
 from __future__ import annotations
 
-import json
 import subprocess  # only imported by code paths that have hooks to run
 
+from runtime import fastjson
 from runtime.errors import HakoError
 
 KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart",
@@ -69,7 +69,7 @@ def _run_one(where: str, hook: dict, state: dict) -> None:
         k, _, v = kv.partition("=")
         env[k] = v
     timeout = hook.get("timeout")
-    data = json.dumps(state).encode()
+    data = fastjson.dumps(state).encode()
     try:
         proc = subprocess.Popen(args, executable=path, env=env, stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
-from collections.abc import Iterable
+import _signal as signal  # the C module: "signal" imports enum (~4 ms)
 
 from runtime import syscalls as S
 from runtime.capabilities import CapPlan
@@ -63,7 +62,7 @@ def become(proc: dict, caps: "CapPlan | None", sc: S.Syscalls = S.SYS) -> tuple[
     return exe, args, env
 
 
-def close_fds_except(keep: Iterable[int], preserve: int, sc: S.Syscalls = S.SYS) -> None:
+def close_fds_except(keep: "set[int] | list[int]", preserve: int, sc: S.Syscalls = S.SYS) -> None:
     """Close every fd but stdio, the ``preserve`` fds after them and ``keep``.
 
     Called before the process changes into its working directory: an fd that

@@ -19,8 +19,9 @@ Checks run in this order and stop at the first problem:
 Why stdlib only: this runs on every ``hako create``; pydantic would add ~0.25 s.
 """
 
-import json
 import os
+
+from runtime import fastjson
 
 from spec.validate import first_error, format_path, load_schema
 
@@ -60,6 +61,11 @@ def load_config(bundle_dir: str) -> dict:
 
 def parse_json(data: bytes | str) -> object:
     """Decode strict JSON (no NaN/Infinity), turning every failure into a ConfigError."""
+    try:
+        return fastjson.loads(data)  # the C scanner json uses, without importing json/re
+    except (ValueError, RecursionError):
+        pass  # say exactly what is wrong: json's messages have line and column
+    import json
     try:
         return json.loads(data, parse_constant=_reject_constant)
     except json.JSONDecodeError as e:
@@ -120,11 +126,11 @@ def _leading_zero(part: str) -> bool:
 def _check_version(version: str) -> None:
     parsed = parse_semver(version)
     if parsed is None:
-        raise ConfigError(f"{json.dumps(version)} is not a SemVer 2.0.0 version", "ociVersion")
+        raise ConfigError(f"{fastjson.dumps(version)} is not a SemVer 2.0.0 version", "ociVersion")
     # any 1.x: a newer minor only adds properties, which are ignored as the spec demands
     if parsed[0] != 1 or parsed < (1, 0, 0):
         raise ConfigError(
-            f"unsupported version {json.dumps(version)} (hako supports {SUPPORTED})", "ociVersion"
+            f"unsupported version {fastjson.dumps(version)} (hako supports {SUPPORTED})", "ociVersion"
         )
 
 
@@ -192,7 +198,7 @@ def _check_process(process: dict) -> None:
     seen: set[str] = set()
     for i, rlimit in enumerate(process.get("rlimits") or []):
         if rlimit["type"] in seen:
-            raise ConfigError(f"duplicate rlimit {json.dumps(rlimit['type'])}", f"process.rlimits[{i}].type")
+            raise ConfigError(f"duplicate rlimit {fastjson.dumps(rlimit['type'])}", f"process.rlimits[{i}].type")
         seen.add(rlimit["type"])
 
 
@@ -200,7 +206,7 @@ def _check_namespaces(namespaces: list) -> None:
     seen: set[str] = set()
     for i, ns in enumerate(namespaces):
         if ns["type"] in seen:
-            raise ConfigError(f"duplicate namespace {json.dumps(ns['type'])}", f"linux.namespaces[{i}].type")
+            raise ConfigError(f"duplicate namespace {fastjson.dumps(ns['type'])}", f"linux.namespaces[{i}].type")
         seen.add(ns["type"])
         if "path" in ns:
             _absolute(ns["path"], f"linux.namespaces[{i}].path")

@@ -16,9 +16,9 @@ Semantics that differ from a naive Python reading of JSON Schema, on purpose:
   Python's ``$`` also matches before a final newline (``"RLIMIT_CORE\\n"``).
 """
 
-import json
 import os
-import re
+
+from runtime import fastjson
 
 TYPE_CHECKING = False  # typing costs import time; type checkers treat this name as True
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 SCHEMA_DIR = os.path.dirname(os.path.abspath(__file__))
 
 _schemas: dict[str, dict] = {}
-_patterns: dict[str, re.Pattern[str]] = {}
+_patterns: dict = {}
 _EMPTY: dict = {}
 
 _TYPES = {
@@ -66,7 +66,7 @@ def load_schema(name: str) -> dict:
     schema = _schemas.get(name)
     if schema is None:
         with open(os.path.join(SCHEMA_DIR, name), "rb") as f:
-            schema = json.loads(f.read())
+            schema = fastjson.loads(f.read())
         _schemas[name] = schema
     return schema
 
@@ -97,7 +97,7 @@ def format_path(parts: list) -> str:
         elif part and part.isascii() and part.replace("_", "").replace("-", "").isalnum():
             out.append(f".{part}" if out else part)
         else:
-            out.append(f"[{json.dumps(part)}]")
+            out.append(f"[{fastjson.dumps(part)}]")
     return "".join(out)
 
 
@@ -164,7 +164,7 @@ def _check(value: "Any", schema: dict, defs: dict) -> _Err | None:
         if n is not None and len(value) > n:
             return [], f"must be at most {n} characters long"
         pattern = schema.get("pattern")
-        if pattern is not None and _compile(pattern).search(value) is None:
+        if pattern is not None and not _matcher(pattern)(value):
             return [], f"must match {pattern}"
     elif jtype == "integer" or jtype == "number":
         n = schema.get("minimum")
@@ -177,10 +177,10 @@ def _check(value: "Any", schema: dict, defs: dict) -> _Err | None:
     enum = schema.get("enum")
     if enum is not None and not _member(value, enum):
         if len(enum) == 1:
-            return [], f"must be {json.dumps(enum[0])}"
+            return [], f"must be {fastjson.dumps(enum[0])}"
         return [], "must be one of " + ", ".join(sorted(str(e) for e in enum))
     if "const" in schema and not _member(value, [schema["const"]]):
-        return [], f"must be {json.dumps(schema['const'])}"
+        return [], f"must be {fastjson.dumps(schema['const'])}"
     if "allOf" in schema or "anyOf" in schema or "oneOf" in schema:
         return _combinators(value, schema, defs)
     return None
@@ -241,13 +241,38 @@ def _combinators(value: "Any", schema: dict, defs: dict) -> _Err | None:
     return None
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
+def _digits(v: str) -> bool:
+    return all("0" <= c <= "9" for c in v)
+
+
+#: the patterns hako's schema has, checked without ``re`` (whose import, with
+#: enum and functools, would cost create more than the whole validation)
+FAST_PATTERNS = {
+    "^RLIMIT_[A-Z]+$": lambda v: (len(v) > 7 and v.startswith("RLIMIT_")
+                                  and all("A" <= c <= "Z" for c in v[7:])),
+    "^[cbup]$": lambda v: v in ("c", "b", "u", "p"),
+    "^[0-9, -]*$": lambda v: all(c in "0123456789, -" for c in v),
+    "^[1-9][0-9]*[KMG]B$": lambda v: (len(v) >= 3 and "1" <= v[0] <= "9" and _digits(v[1:-2])
+                                      and v[-2] in "KMG" and v[-1] == "B"),
+    "^MB:[^\\n]*$": lambda v: v.startswith("MB:") and "\n" not in v,
+}
+
+
+def _matcher(pattern: str):
+    """A predicate for an ECMA-262 pattern: a known one by hand, any other
+    through ``re`` with a trailing unescaped ``$`` turned into ``\\Z``."""
+    fn = FAST_PATTERNS.get(pattern) or _patterns.get(pattern)
+    if fn is None:
+        rx = _compile(pattern)
+        fn = _patterns[pattern] = lambda v: rx.search(v) is not None
+    return fn
+
+
+def _compile(pattern: str):
     """Compile an ECMA-262 pattern: a trailing unescaped ``$`` becomes ``\\Z``."""
-    rx = _patterns.get(pattern)
-    if rx is None:
-        src = pattern
-        head = src[:-1]
-        if src.endswith("$") and (len(head) - len(head.rstrip("\\"))) % 2 == 0:
-            src = src[:-1] + r"\Z"
-        rx = _patterns[pattern] = re.compile(src)
-    return rx
+    import re
+    src = pattern
+    head = src[:-1]
+    if src.endswith("$") and (len(head) - len(head.rstrip("\\"))) % 2 == 0:
+        src = src[:-1] + r"\Z"
+    return re.compile(src)

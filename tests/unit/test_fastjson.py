@@ -46,3 +46,19 @@ def test_padding_and_garbage():
         fastjson.loads('{"a": 1} x')
     with pytest.raises(ValueError):
         fastjson.loads("")
+
+
+@pytest.mark.parametrize("text", ["{ not json", '{"a" 1}', "[1, }", '{"a": [tru]}'])
+def test_malformed_input_is_a_value_error_without_json_imported(text):
+    """_json's scanner raises JSONDecodeError only if json.decoder is already in
+    sys.modules; hako's hot paths never import it (a SystemError otherwise)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = str(Path(__file__).resolve().parents[2])
+    code = (f"import sys; sys.path.insert(0, {repo!r}); from runtime import fastjson\n"
+            f"try:\n    fastjson.loads({text!r})\nexcept ValueError:\n    print('ValueError')\n"
+            "print('json' in sys.modules)")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
+                         text=True, timeout=30)
+    assert out.stdout.split() == ["ValueError", "False"], out.stderr
