@@ -104,6 +104,22 @@ def make_bundle(
     return dest
 
 
+def rootfs_tar(rootfs: Path, tar: Path) -> Path:
+    """The rootfs as a tar owned by root (what `podman import`/`docker import` take)."""
+    import tarfile
+    with tarfile.open(tar, "w") as tf:
+        for entry in sorted(rootfs.rglob("*")):
+            ti = tf.gettarinfo(str(entry), str(entry.relative_to(rootfs)))
+            ti.uid = ti.gid = 0
+            ti.uname = ti.gname = "root"
+            if ti.isreg():
+                with open(entry, "rb") as f:
+                    tf.addfile(ti, f)
+            else:
+                tf.addfile(ti)
+    return tar
+
+
 def write_config(bundle: Path, config: dict) -> Path:
     path = Path(bundle) / "config.json"
     tmp = path.with_suffix(".json.tmp")

@@ -377,7 +377,6 @@ def _podman_setup(box, session, rt) -> tuple[list[str], dict]:
     """A private podman (root) in the box: systemd cgroup manager, hako and
     runc registered, busybox imported from a tar."""
     import shutil
-    import tarfile
     if not shutil.which("podman") or not shutil.which("conmon"):
         pytest.skip("podman/conmon not installed (make host-deps)")
     d = rt.dir / "podman"
@@ -403,18 +402,7 @@ runc = ["{support.RUNC}"]
     (d / "storage.conf").write_text(f'[storage]\ndriver = "overlay"\nrunroot = "{d}/runroot"\n'
                                     f'graphroot = "{d}/root"\n')
     (d / "registries.conf").write_text("")
-    tar = d / "bb.tar"
-    rootfs = session.rootfs()
-    with tarfile.open(tar, "w") as tf:
-        for entry in sorted(rootfs.rglob("*")):
-            ti = tf.gettarinfo(str(entry), str(entry.relative_to(rootfs)))
-            ti.uid = ti.gid = 0
-            ti.uname = ti.gname = "root"
-            if ti.isreg():
-                with open(entry, "rb") as f:
-                    tf.addfile(ti, f)
-            else:
-                tf.addfile(ti)
+    tar = support.busybox.rootfs_tar(session.rootfs(), d / "bb.tar")
     env = {"CONTAINERS_CONF": str(d / "containers.conf"),
            "CONTAINERS_STORAGE_CONF": str(d / "storage.conf"),
            "CONTAINERS_REGISTRIES_CONF": str(d / "registries.conf")}

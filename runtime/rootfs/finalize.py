@@ -70,14 +70,21 @@ def finalize_rootfs(spec: dict, *, sc: Syscalls = SYS, _root: str = "/") -> None
         os.close(rootfd)
 
 
-def _readonly_path(sc: Syscalls, rootfd: int, path: str) -> None:
-    """Bind the path onto itself, then remount that read-only."""
+def _open_listed(sc: Syscalls, rootfd: int, path: str, where: str) -> int | None:
+    """O_PATH fd of a maskedPaths/readonlyPaths entry; None when it does not exist."""
     try:
-        fd = open_in_root(rootfd, path, os.O_PATH, sc=sc)
+        return open_in_root(rootfd, path, os.O_PATH, sc=sc)
     except OSError as e:
         if e.errno == errno.ENOENT:
-            return
-        raise RootfsError(f"linux.readonlyPaths: {path}: {_why(e)}", e.errno) from None
+            return None
+        raise RootfsError(f"{where}: {path}: {_why(e)}", e.errno) from None
+
+
+def _readonly_path(sc: Syscalls, rootfd: int, path: str) -> None:
+    """Bind the path onto itself, then remount that read-only."""
+    fd = _open_listed(sc, rootfd, path, "linux.readonlyPaths")
+    if fd is None:
+        return
     try:
         sc.mount(fd_path(fd), fd_path(fd), None, MS_BIND | MS_REC, None, label=path)
     except OSError as e:
@@ -99,12 +106,9 @@ def _readonly_path(sc: Syscalls, rootfd: int, path: str) -> None:
 
 def _mask_path(sc: Syscalls, rootfd: int, path: str) -> None:
     """/dev/null over a file, an empty read-only tmpfs over a directory."""
-    try:
-        fd = open_in_root(rootfd, path, os.O_PATH, sc=sc)
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            return
-        raise RootfsError(f"linux.maskedPaths: {path}: {_why(e)}", e.errno) from None
+    fd = _open_listed(sc, rootfd, path, "linux.maskedPaths")
+    if fd is None:
+        return
     try:
         if stat.S_ISDIR(os.fstat(fd).st_mode):
             sc.mount("tmpfs", fd_path(fd), "tmpfs", MS_RDONLY, None, label=path)

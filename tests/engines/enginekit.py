@@ -236,17 +236,7 @@ class Session:
             img = self.base / "image"
             img.mkdir(mode=0o755, exist_ok=True)
             rootfs = busybox.build_rootfs(img / "rootfs")
-            tar = img / "bb.tar"
-            with tarfile.open(tar, "w") as tf:
-                for entry in sorted(rootfs.rglob("*")):
-                    ti = tf.gettarinfo(str(entry), str(entry.relative_to(rootfs)))
-                    ti.uid = ti.gid = 0
-                    ti.uname = ti.gname = "root"
-                    if ti.isreg():
-                        with open(entry, "rb") as f:
-                            tf.addfile(ti, f)
-                    else:
-                        tf.addfile(ti)
+            tar = busybox.rootfs_tar(rootfs, img / "bb.tar")
             os.chmod(tar, 0o644)
             self._rootfs_tar = tar
         return self._rootfs_tar
