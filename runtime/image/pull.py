@@ -388,6 +388,8 @@ def _fetch_layers(reg: Registry, img: RemoteImage, store, opts: Options, display
                 raise next((x.error for x in blobs.values() if x.error is not None
                             and not isinstance(x.error, Stopped)), b.error)
             b.release(remove=True)
+        for t in threads:
+            t.join()  # `hako bundle REF` forks next (rootless unpack)
         rec = store.record_image(img, [store.diff_dir(x.diff_id) for x in img.layers])
         _move_names(store, img)
     except BaseException as e:
