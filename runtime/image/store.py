@@ -15,8 +15,8 @@ Where: ``$HAKO_STORE`` or ``--store``; else /var/lib/hako for root and
     bundles/<key>.json          bundles that use layers (kept while the bundle is)
 
 A layer is unpacked once: into a temporary directory, under its lock, with
-both digests verified at the end; then its marker is written (after syncfs)
-and the directory renamed into place. A directory without a marker is never
+both digests verified at the end; then its marker is written (after syncfs:
+one for all the layers a bundle unpacks) and the directory renamed into place. A directory without a marker is never
 used; leftovers of an interrupted unpack are removed by the next unpack of
 that layer or by ``hako layers prune``.
 """
