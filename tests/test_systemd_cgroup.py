@@ -41,7 +41,10 @@ class BoxUser:
 
 
 def _boot(layout: str, session):
-    box = systemd_kit.SystemdBox(layout, shared=[str(session.base)])
+    # the box has tmpfs /tmp, /var, /home, /root, /run: the repository (sources,
+    # venv) and the hako under test must stay visible wherever CI cloned them
+    shared = [str(session.base), str(support.REPO), str(support.HAKO.resolve().parent)]
+    box = systemd_kit.SystemdBox(layout, shared=list(dict.fromkeys(shared)))
     try:
         box.start()
     except BaseException:
