@@ -24,7 +24,7 @@ from runtime import syscalls as S
 from runtime.channel import Channel
 from runtime.errors import HakoError
 from runtime.process import fork_child
-from runtime.procsetup import become, close_fds_except, exec_process, set_oom_score
+from runtime.procsetup import become, close_inherited, exec_process, set_oom_score
 from runtime.state import Container, state_root
 
 # Everything the forked child uses is imported above: after it joins the
@@ -273,12 +273,7 @@ def _become_and_exec(pspec: dict, caps, console, preserve: int, chan: Channel, f
     proc = pspec["process"]
     # nothing of the caller's beyond stdio and --preserve-fds may be open when
     # we chdir into the container (CVE-2024-21626: /proc/self/fd/N as cwd)
-    keep = {*chan.fds(), waitfd}
-    if console is not None:
-        keep.add(console.fileno())
-    if getattr(filt, "sock", None) is not None:
-        keep.add(filt.sock.fileno())
-    close_fds_except(keep, preserve, sc)
+    close_inherited(chan, console, filt, preserve, sc, extra=(waitfd,))
     security.apply_initial_affinity(pspec, sc)
     if console is not None:
         from runtime import terminal

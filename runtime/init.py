@@ -18,7 +18,7 @@ from runtime import syscalls as S
 from runtime.channel import Channel
 from runtime.errors import HakoError
 from runtime.procsetup import (
-    become, close_fds_except, exec_process, make_cwd, set_oom_score, write_file,
+    become, close_inherited, exec_process, make_cwd, set_oom_score, write_file,
 )
 from runtime.launch import Launch
 from runtime.rootfs import finalize_rootfs, setup_rootfs
@@ -55,7 +55,9 @@ def container_init(launch: Launch, chan: Channel) -> None:
     run_hooks = None
     if launch.hook_sync:
         from runtime import hooks as run_hooks  # now: nothing imports after pivot_root
-    _close_inherited(launch, chan, console, sc)
+    # the state dir's handle only until _fifo_opener decides it is not needed
+    close_inherited(chan, console, launch.seccomp, launch.preserve_fds, sc,
+                    extra=(launch.fifo_fd, launch.state_fd))
 
     def before_pivot() -> None:
         """The parent runs prestart/createRuntime hooks now; then createContainer."""
@@ -132,22 +134,6 @@ def container_init(launch: Launch, chan: Channel) -> None:
     exec_process(exe, args, env, launch.preserve_fds, sc)
 
 
-def _close_inherited(launch: Launch, chan: Channel, console, sc: S.Syscalls) -> None:
-    """Keep only what the init needs until execve: stdio, the preserved fds,
-    the sync pipes, the exec.fifo handle, the console socket and the seccomp
-    listener connection. None of these is a directory, so none can serve as
-    a way out through /proc/self/fd/N (the working directory, a mount
-    target); whatever else create held (the container's lock, a log file,
-    an engine's stray descriptors) is closed before the rootfs is touched."""
-    keep = {*chan.fds(), launch.fifo_fd, launch.state_fd}
-    if console is not None:
-        keep.add(console.fileno())
-    sock = getattr(launch.seccomp, "sock", None)
-    if sock is not None:
-        keep.add(sock.fileno())
-    close_fds_except(keep, launch.preserve_fds, sc)
-
-
 def _fifo_opener(fifo_fd: int, launch: Launch):
     """How the init will open exec.fifo for writing once it may (after "go").
 
@@ -159,9 +145,9 @@ def _fifo_opener(fifo_fd: int, launch: Launch):
     open: with no procfs showing the init's fds it cannot be named from
     inside, and process.cwd never resolves through a magic link anyway."""
     path = f"/proc/self/fd/{fifo_fd}"
+    ours = os.fstat(fifo_fd)
     try:
-        ours, seen = os.fstat(fifo_fd), os.stat(path)
-        reachable = (ours.st_dev, ours.st_ino) == (seen.st_dev, seen.st_ino)
+        reachable = _same_file(ours, os.stat(path))
     except OSError:
         reachable = False
     state_fd = launch.state_fd
@@ -176,13 +162,16 @@ def _fifo_opener(fifo_fd: int, launch: Launch):
 
     def through_dir() -> int:
         fd = os.open("exec.fifo", os.O_WRONLY | os.O_CLOEXEC, dir_fd=state_fd)
-        if (os.fstat(fd).st_ino, os.fstat(fd).st_dev) != (os.fstat(fifo_fd).st_ino,
-                                                          os.fstat(fifo_fd).st_dev):
+        if not _same_file(ours, os.fstat(fd)):
             os._exit(1)  # replaced under us: never start on somebody else's fifo
         os.close(state_fd)
         os.close(fifo_fd)
         return fd
     return through_dir
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _sysctl(values: dict[str, str]) -> None:

@@ -76,6 +76,23 @@ def close_fds_except(keep: "set[int] | list[int]", preserve: int, sc: S.Syscalls
     sc.close_range(lo)
 
 
+def close_inherited(chan, console, seccomp, preserve: int, sc: S.Syscalls = S.SYS,
+                    extra: tuple[int, ...] = ()) -> None:
+    """What the init and an exec'd process keep until execve: stdio, the
+    preserved fds, their sync pipes (``chan``), the console socket, the seccomp
+    listener connection and ``extra``. None of these is a directory, so none
+    is a way out through /proc/self/fd/N; whatever the caller held (a lock, a
+    log file, an engine's stray descriptors) is closed before the rootfs or
+    the working directory is touched."""
+    keep = {*chan.fds(), *extra}
+    if console is not None:
+        keep.add(console.fileno())
+    sock = getattr(seccomp, "sock", None)
+    if sock is not None:
+        keep.add(sock.fileno())
+    close_fds_except(keep, preserve, sc)
+
+
 def make_cwd(cwd: str) -> None:
     """Create the working directory inside the root (as runc does), resolving
     every component in it: never through a /proc magic link, never outside."""
@@ -190,20 +207,18 @@ def switch_user(uid: int, gid: int, extra: list[int], sc: S.Syscalls) -> None:
             groups_allowed: bool | None = f.read().strip() == "allow"
     except OSError:
         groups_allowed = None  # no procfs in the container: try, and see
-    try:
-        if groups_allowed is None and not extra:
-            try:
-                sc.setgroups([])
-            except PermissionError:
-                pass  # "deny" in a single-id user namespace: nothing to drop
-        elif groups_allowed or groups_allowed is None:
-            sc.setgroups([int(g) for g in extra])
-        elif extra:
+    if groups_allowed is False:
+        if extra:
             raise HakoError("process.user.additionalGids: setgroups is denied in this user "
                             "namespace (a single-id mapping); map a range with newgidmap "
                             "or drop additionalGids")
-    except OSError as e:
-        raise HakoError(f"process.user.additionalGids: setgroups: {e.strerror}") from None
+    else:
+        try:
+            sc.setgroups([int(g) for g in extra])
+        except OSError as e:
+            # unknown (no procfs) and "deny" after all: with nothing to set, nothing to drop
+            if not (groups_allowed is None and not extra and e.errno == errno.EPERM):
+                raise HakoError(f"process.user.additionalGids: setgroups: {e.strerror}") from None
     try:
         sc.setresgid(gid)
     except OSError as e:
