@@ -145,12 +145,7 @@ def delete(g: dict, cid: str, force: bool = False) -> None:
         if status in ("running", "paused") and not force:
             raise HakoError(f"cannot delete container {cid} that is not stopped: {status}")
         if status != "stopped":
-            from runtime.cgroups.ops import manager_of
-            mgr = manager_of(c.state)
-            if mgr is not None:
-                mgr.kill_all(9)
-            else:
-                _signal_all(c, 9)
+            _signal_all(c, 9)
             from runtime.supervise import kill_and_wait
             kill_and_wait(c.pid)
         _destroy(c)

@@ -69,6 +69,7 @@ class Creation:
         self.stage1 = 0
         self.init_pid = 0
         self.hooks_ran = False
+        self.recorded = False  # creating.json written
         self.master = -1
 
     def run(self) -> tuple[Container, int, int]:
@@ -82,6 +83,7 @@ class Creation:
             self.plan_cgroup()
             self.prepare_seccomp()
             self.make_state_dir()
+            self.record_creating()
             self.prepare_extensions()
             self.make_cgroup()
             self.make_console_pair()
@@ -167,6 +169,21 @@ class Creation:
         self.container = c = Container.new(self.root, self.cid)
         self.undo.push("the state directory", c.remove)
 
+    def record_creating(self) -> None:
+        """What `delete` of the leftover directory must take back if hako dies
+        before state.json exists: the cgroup (recorded before it is made) and
+        the extensions. Nothing to write for a plain rootless container."""
+        if self.cgroup is None and not self.extensions:
+            return
+        from runtime import fastjson
+        with open(os.path.join(self.container.dir, CREATING), "w") as f:
+            f.write(fastjson.dumps({
+                "cgroup": self.cgroup.to_state() if self.cgroup is not None else None,
+                "extensions": [e.name for e in self.extensions],
+                "annotations": self.spec.get("annotations") or {},
+                "bundle": self.bundle}))
+        self.recorded = True
+
     def prepare_extensions(self) -> None:
         from runtime.extensions import cleanup_all
         # registered first: an extension whose prepare fails half-way is cleaned too
@@ -178,15 +195,6 @@ class Creation:
         cg = self.cgroup
         if cg is None:
             return
-        c = self.container
-        # recorded before it exists: if hako dies mid-create, `delete` of the
-        # leftover directory still finds the cgroup and the extensions
-        from runtime import fastjson
-        with open(os.path.join(c.dir, CREATING), "w") as f:
-            f.write(fastjson.dumps({"cgroup": cg.to_state(),
-                                    "extensions": [e.name for e in self.extensions],
-                                    "annotations": self.spec.get("annotations") or {},
-                                    "bundle": self.bundle}))
         self.undo.push("the cgroup", _destroy_cgroup, cg)
         cg.create()
         cg.apply((self.spec.get("linux") or {}).get("resources") or {})
@@ -349,7 +357,7 @@ class Creation:
             },
         }
         c.save()
-        if self.cgroup is not None:
+        if self.recorded:
             os.unlink(CREATING, dir_fd=c.dirfd)
         with open(os.path.join(c.dir, "config.json"), "w") as f:
             f.write(fastjson.dumps(spec))

@@ -420,6 +420,9 @@ def test_no_helper_after_sigkill_of_hako_during_create(rt, driver, phase):
             os.killpg(p.pid, signal.SIGKILL)  # the sleeping hook (same process group)
         except OSError:
             pass
+    # the interrupted create recorded what to take back, cgroup or not (rootless v1)
+    record = json.loads((rt.state_dir / cid / "creating.json").read_text())
+    assert record["extensions"] == ["network"] and record["bundle"] == str(bundle)
     # delete cleans the directory the interrupted create left
     assert rt.hako("delete", "--force", cid).returncode == 0
     assert not (rt.state_dir / cid).exists()
