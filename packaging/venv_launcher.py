@@ -6,7 +6,8 @@ and the editable-install hooks: ~20 ms of a ~30 ms ``hako state``. hako
 needs only the standard library at run time, so the launcher runs the real
 interpreter (not a symlink chain, never a pyenv shim) with ``-I -S``
 (isolated, no site) and puts the directory holding the ``runtime`` package
-first on sys.path; ``runtime.cli.run`` exits without the interpreter's
+first on sys.path and the venv's site-packages last (only what the standard
+library lacks is looked up there: jeepney, for the systemd driver); ``runtime.cli.run`` exits without the interpreter's
 teardown. Usage: venv_launcher.py VENV_DIR
 """
 
@@ -20,6 +21,7 @@ TEMPLATE = """#!{python} -IS
 import gc, sys
 gc.set_threshold(10000)  # as packaging/entry.py: no collections during the imports
 sys.path.insert(0, {src!r})
+sys.path.append({site!r})  # the venv's packages (jeepney for --systemd-cgroup), last: never a stdlib module's way
 from runtime.cli import run
 run()
 """
@@ -30,10 +32,12 @@ def main() -> int:
     python = os.path.realpath(os.path.join(venv, "bin", "python"))
     import runtime
     src = os.path.dirname(os.path.dirname(os.path.abspath(runtime.__file__)))
+    import sysconfig  # run by the venv's python: its site-packages
+    site = sysconfig.get_path("purelib")
     target = os.path.join(venv, "bin", "hako")
     tmp = target + ".tmp"
     with open(tmp, "w") as f:
-        f.write(TEMPLATE.format(python=python, src=src))
+        f.write(TEMPLATE.format(python=python, src=src, site=site))
     os.chmod(tmp, 0o755)
     os.replace(tmp, target)
     print(f"fast launcher: {target} -> {python} -IS, source {src}")

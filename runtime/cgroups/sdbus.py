@@ -33,23 +33,10 @@ JOB_TIMEOUT = 30.0
 
 
 def load_jeepney() -> None:
-    """Make ``import jeepney`` work. The venv launcher runs python with -I -S
-    (no site-packages, for start-up time), so jeepney installed in the venv
-    is not on sys.path there: add the venv's site-packages (the launcher is
-    VENV/bin/hako). The frozen binary bundles jeepney."""
+    """Import jeepney, or say clearly that it is missing (the venv launcher has
+    the venv's site-packages on its path, the frozen binary bundles it)."""
     try:
         import jeepney  # noqa: F401
-        return
-    except ImportError:
-        pass
-    import glob
-    import sys
-    venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.argv[0] or ".")))
-    for site in sorted(glob.glob(os.path.join(venv, "lib", "python3*", "site-packages"))):
-        if os.path.isdir(os.path.join(site, "jeepney")) and site not in sys.path:
-            sys.path.append(site)
-    try:
-        import jeepney  # noqa: F401,F811
     except ImportError:
         raise HakoError("--systemd-cgroup needs the Python package jeepney (D-Bus client), "
                         "which is not installed; run without --systemd-cgroup") from None
