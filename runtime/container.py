@@ -53,7 +53,7 @@ def _start_locked(c: Container) -> None:
     hooks_cfg = c.state.get("hako", {}).get("hooks")
     if hooks_cfg and hooks_cfg.get("poststart"):
         from runtime import hooks
-        hooks.run_warn("poststart", hooks_cfg, hooks.state_for(c.state, "running", c.pid))
+        hooks.run_warn("poststart", hooks_cfg, hooks.state_for(c.state, c.pid))
 
 
 # ---------------------------------------------------------------------- state
@@ -215,7 +215,7 @@ def _destroy(c: Container) -> None:
     hooks_cfg = hako.get("hooks")
     if hooks_cfg and hooks_cfg.get("poststop"):
         from runtime import hooks
-        hooks.run_warn("poststop", hooks_cfg, hooks.state_for(c.state, "stopped"))
+        hooks.run_warn("poststop", hooks_cfg, hooks.state_for(c.state))
     names = hako.get("extensions")
     annotations = c.state.get("annotations")
     if names or (names is None and annotations):

@@ -266,7 +266,7 @@ class Creation:
         if self.hooks_ran:
             from runtime import hooks
             launch = self.launch
-            hooks.run_warn("poststop", launch.hooks, hooks.state_for(launch.hook_state, "stopped"))
+            hooks.run_warn("poststop", launch.hooks, hooks.state_for(launch.hook_state))
 
     def sync_until_ready(self) -> None:
         """Stage-1 reports the init's pid and the init reports progress on the
@@ -323,7 +323,7 @@ class Creation:
         from runtime import hooks
         launch = self.launch
         self.hooks_ran = True
-        st = hooks.state_for(launch.hook_state, "creating", self.init_pid)
+        st = hooks.state_for(launch.hook_state, self.init_pid)
         hooks.run("prestart", launch.hooks, st)
         hooks.run("createRuntime", launch.hooks, st)
         self.parent.send(hooks_done=True, pid=self.init_pid)

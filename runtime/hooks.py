@@ -90,10 +90,10 @@ def _run_one(where: str, hook: dict, state: dict) -> None:
         raise HakoError(f"{where}: {path} exited with status {proc.returncode}{why}")
 
 
-def state_for(state: dict, status: str, pid: int | None = None) -> dict:
-    """The OCI state document a hook sees (run/run_warn set the status of its kind)."""
+def state_for(state: dict, pid: int | None = None) -> dict:
+    """The OCI state document a hook sees; run/run_warn add the status of its
+    kind (STATUS), so no caller can tell a hook another one."""
     out = {k: state[k] for k in ("ociVersion", "id", "bundle") if k in state}
-    out["status"] = status
     if pid is not None:
         out["pid"] = pid
     if state.get("annotations"):

@@ -70,7 +70,7 @@ def container_init(launch: Launch, chan: Channel) -> None:
             os._exit(1)
         host_pid = int(msg["pid"])
         run_hooks.run("createContainer", launch.hooks,
-                      run_hooks.state_for(launch.hook_state, "creating", host_pid))
+                      run_hooks.state_for(launch.hook_state, host_pid))
 
     # lifecycle extensions (runtime/extensions.py), e.g. the layers of a bundle
     # made by `hako bundle --image`, mounted on the rootfs in our namespaces
@@ -116,7 +116,7 @@ def container_init(launch: Launch, chan: Channel) -> None:
     if run_hooks is not None and launch.hooks.get("startContainer"):
         try:
             run_hooks.run("startContainer", launch.hooks,
-                          run_hooks.state_for(launch.hook_state, "created", host_pid))
+                          run_hooks.state_for(launch.hook_state, host_pid))
         except HakoError as e:
             # `start` reads this from the fifo and reports it
             os.write(fifo, b"E" + str(e).encode()[:4000])
