@@ -184,6 +184,8 @@ class SystemdBox:
         self.base = Path(tempfile.mkdtemp(prefix="hako-sdbox-", dir="/tmp"))
         self.shared = [str(p) for p in (shared or [])]
         self.subtrees: list[str] = []
+        #: what each subtree's parent held before the box: close() reports more
+        self.around: dict[str, set[str]] = {}
         self.proc: subprocess.Popen | None = None
         self.pid = 0
 
@@ -200,11 +202,14 @@ class SystemdBox:
         self.close()
 
     def _make_subtrees(self) -> None:
+        # one in EVERY hierarchy, also those the box does not mount: the box's
+        # cgroup namespace is rooted where it stands, and systemd inside mounts
+        # what it wants (cgroup2 at /sys/fs/cgroup/unified in a legacy box),
+        # which would otherwise be the host's root (leftovers there)
         for mp, own in _own_cgroups().items():
-            v2 = mp in (CG, CG + "/unified")
-            if (self.mode == "unified" and not v2) or (self.mode == "legacy" and v2):
-                continue
-            d = os.path.join(mp, own.lstrip("/"), self.name)
+            parent = os.path.join(mp, own.lstrip("/"))
+            self.around[parent] = set(os.listdir(parent))
+            d = os.path.join(parent, self.name)
             os.mkdir(d)
             self.subtrees.append(d)
             if os.path.basename(mp) == "cpuset":
@@ -287,6 +292,19 @@ class SystemdBox:
         for d in self.subtrees:
             _rmtree_cgroup(d)
         shutil.rmtree(self.base, ignore_errors=True)
+
+    def cgroups_left_outside(self) -> list[str]:
+        """Cgroups that appeared beside the box's subtrees while it ran (a box
+        must make everything inside its own): call after close()."""
+        out = []
+        for parent, before in self.around.items():
+            try:
+                now = set(os.listdir(parent))
+            except OSError:
+                continue
+            out += [os.path.join(parent, n) for n in sorted(now - before)
+                    if os.path.isdir(os.path.join(parent, n))]
+        return out
 
     # -- running things inside --------------------------------------------------------
     def prefix(self, cwd: str | None = None) -> list[str]:

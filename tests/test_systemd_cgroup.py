@@ -53,6 +53,14 @@ def _boot(layout: str, session):
     return box
 
 
+def _close(box) -> None:
+    box.close()
+    left = box.cgroups_left_outside()
+    for d in reversed(left):
+        systemd_kit._rmtree_cgroup(d)
+    assert not left, f"the box made cgroups outside its own subtree: {left}"
+
+
 @pytest.fixture(scope="module", params=["hybrid", "legacy"])
 def hybrid_box(request, hako_session):
     """The host's hybrid layout, and cgroup v1 alone (no unified tree)."""
@@ -60,14 +68,14 @@ def hybrid_box(request, hako_session):
         pytest.skip("the host is cgroup v2: no v1 hierarchies for a hybrid or v1 box")
     box = _boot(request.param, hako_session)
     yield box
-    box.close()
+    _close(box)
 
 
 @pytest.fixture(scope="module")
 def unified_box(hako_session):
     box = _boot("unified", hako_session)
     yield box
-    box.close()
+    _close(box)
 
 
 def _runtime(box, session, mode):
