@@ -3,10 +3,11 @@
 Each public function is one CLI verb's whole behaviour; the command modules
 only translate flags. ``create`` has a module of its own (runtime/create.py),
 as does ``exec`` (runtime/execute.py). Hot verbs (start/state/kill/delete/
-list) import the state store and nothing else until they need it.
+list) import the state store and nothing else until they need it, and use
+``posix`` rather than ``os`` (runtime/state.py says why).
 """
 
-import os
+import posix
 
 from runtime import log
 from runtime.errors import ContainerNotExist, HakoError
@@ -27,7 +28,7 @@ def _start_locked(c: Container) -> None:
         raise HakoError("cannot start an already running container")
     import select
     try:
-        fd = os.open(FIFO, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=c.dirfd)
+        fd = posix.open(FIFO, posix.O_RDONLY | posix.O_NONBLOCK | posix.O_CLOEXEC, dir_fd=c.dirfd)
     except FileNotFoundError:
         raise HakoError("cannot start an already running container") from None
     data = b""
@@ -36,7 +37,7 @@ def _start_locked(c: Container) -> None:
         poller.register(fd, select.POLLIN)
         while True:
             if poller.poll(100):
-                chunk = os.read(fd, 4096)
+                chunk = posix.read(fd, 4096)
                 if not chunk:
                     break
                 data += chunk
@@ -44,8 +45,8 @@ def _start_locked(c: Container) -> None:
             if not data and not c.init_alive():
                 break
     finally:
-        os.close(fd)
-    os.unlink(FIFO, dir_fd=c.dirfd)
+        posix.close(fd)
+    posix.unlink(FIFO, dir_fd=c.dirfd)
     if data.startswith(b"E"):
         raise HakoError(data[1:].decode(errors="replace"))
     if data != b"0":
@@ -88,7 +89,7 @@ def kill(g: dict, cid: str, sig: int, all_procs: bool = False) -> None:
         if c.status() == "stopped":
             raise HakoError("container not running")
         try:
-            os.kill(c.pid, sig)
+            posix.kill(c.pid, sig)
         except ProcessLookupError:
             raise HakoError("container not running") from None
         except PermissionError:
@@ -110,7 +111,7 @@ def container_pids(c: Container) -> list[int]:
 def _joined_mount_namespace(c: Container) -> bool:
     from runtime import fastjson
     try:
-        with open(os.path.join(c.dir, "config.json"), "rb") as f:
+        with open(f"{c.dir}/config.json", "rb") as f:
             spec = fastjson.loads(f.read())
     except (OSError, ValueError):
         return True  # unknown: the safe answer
@@ -156,9 +157,19 @@ def _remove_stale(root: str, cid: str) -> None:
     creating.json says which cgroup and extensions to take back."""
     from runtime.state import check_id
     check_id(cid)
-    path = os.path.join(root, cid)
-    if not os.path.isdir(path) or os.path.exists(os.path.join(path, "state.json")):
-        return
+    path = root + cid if root.endswith("/") else f"{root}/{cid}"
+    try:
+        posix.stat(f"{path}/state.json")
+        return  # a container after all (created meanwhile)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return  # not a directory (or not ours to look into)
+    try:
+        posix.stat(f"{path}/.")
+    except OSError:
+        return  # nothing there: the usual `delete --force` of a deleted container
+    import os
     try:
         with open(os.path.join(path, CREATING), "rb") as f:
             from runtime import fastjson
@@ -197,9 +208,14 @@ def _remove_stale(root: str, cid: str) -> None:
 def _destroy(c: Container) -> None:
     """Once the processes are gone: leftovers in the cgroup, the cgroup,
     poststop hooks, the extensions (newest first), the state directory."""
-    from runtime.cgroups.ops import manager_of
-    mgr = manager_of(c.state)
     hako = c.state.get("hako", {})
+    mgr = None
+    record = hako.get("cgroup")
+    if record:
+        from runtime.cgroups.teardown import remove_empty
+        if not remove_empty(record):
+            from runtime.cgroups.ops import manager_of
+            mgr = manager_of(c.state)
     if mgr is not None:
         try:
             if mgr.pids():              # leftovers (shared pid namespace)
@@ -208,7 +224,7 @@ def _destroy(c: Container) -> None:
             mgr.destroy()
         except HakoError as e:
             log.warn(str(e))
-    elif not hako.get("pidns"):
+    elif not record and not hako.get("pidns"):
         # no cgroup and no pid namespace of its own (whose end would have
         # killed them): what the init left behind is found through /proc
         _signal_all(c, 9)

@@ -1,17 +1,15 @@
 """JSON for the hot verbs without ``import json``.
 
 ``json`` imports ``re`` (and with it enum, functools, collections): about
-5 ms here, more than runc needs for a whole ``state``. The C accelerator
-``_json`` that ``json`` itself uses has everything needed to parse and to
-escape strings; this module drives it directly. Output matches
-``json.dumps`` (with ``indent``) for the types hako writes: dict, list,
-str, int, bool, None (and finite floats).
+5 ms here, more than runc needs for a whole ``state``. Parsing drives the C
+scanner ``_json`` that ``json`` itself uses, loaded on the first ``loads``
+(an extension module: a dlopen, which ``state`` does not need since it
+reads state.bin). Writing is plain Python. Output matches ``json.dumps``
+(with ``indent``) for the types hako writes: dict, list, str, int, bool,
+None (and finite floats).
 """
 
-try:
-    import _json
-except ImportError:  # pragma: no cover - CPython always has it
-    _json = None
+_scan = None
 
 
 class _Context:
@@ -29,16 +27,16 @@ class _Context:
         raise ValueError(f"invalid JSON constant {name}")
 
 
-_scan = _json.make_scanner(_Context()) if _json is not None else None
 _WS = " \t\n\r"
 
 
 def loads(s: str | bytes) -> object:
+    global _scan
     if isinstance(s, (bytes, bytearray)):
         s = s.decode("utf-8")
-    if _scan is None:  # pragma: no cover
-        import json
-        return json.loads(s)
+    if _scan is None:
+        import _json
+        _scan = _json.make_scanner(_Context())
     i = 0
     n = len(s)
     while i < n and s[i] in _WS:
@@ -58,7 +56,32 @@ def loads(s: str | bytes) -> object:
     return obj
 
 
-_enc = _json.encode_basestring_ascii if _json is not None else None  # json.dumps default
+#: json.dumps' escapes (ensure_ascii): the short forms, else \uXXXX
+_ESC = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b",
+        "\f": "\\f"}
+
+
+def _enc(s: str) -> str:
+    """A JSON string literal, as json.dumps writes it."""
+    if s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
+        return f'"{s}"'  # nearly every string hako writes
+    out = ['"']
+    for ch in s:
+        if " " <= ch <= "~":
+            out.append(_ESC.get(ch, ch))
+            continue
+        short = _ESC.get(ch)
+        if short is not None:
+            out.append(short)
+            continue
+        n = ord(ch)
+        if n > 0xFFFF:  # a surrogate pair, as json does
+            n -= 0x10000
+            out.append(f"\\u{0xD800 | (n >> 10):04x}\\u{0xDC00 | (n & 0x3FF):04x}")
+        else:
+            out.append(f"\\u{n:04x}")
+    out.append('"')
+    return "".join(out)
 
 
 def dumps(obj: object, indent: int | str | None = None) -> str:

@@ -6,7 +6,7 @@ stderr. Errors always go to stderr too, so an engine that only captures
 stderr (conmon) still shows the message.
 """
 
-import os
+import posix
 import sys
 import time
 
@@ -36,11 +36,12 @@ def _write_file(level: str, msg: str) -> None:
     else:
         line = f'time="{_timestamp()}" level={level} msg="{msg}"'
     try:
-        fd = os.open(_log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = posix.open(_log_path, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC,
+                        0o644)
         try:
-            os.write(fd, (line + "\n").encode())
+            posix.write(fd, (line + "\n").encode())
         finally:
-            os.close(fd)
+            posix.close(fd)
     except OSError:
         pass
 

@@ -2,8 +2,6 @@
 SIG, any case, and SIGRTMIN+n / SIGRTMAX-n. A table rather than the
 ``signal`` module, whose enum import the hot ``kill`` path need not pay for."""
 
-from __future__ import annotations
-
 from runtime.errors import HakoError
 
 NAMES = {

@@ -1,20 +1,28 @@
 """The state directory: the only state shared between hako invocations.
 
-Layout: ``<root>/<id>/`` holds ``state.json`` (written atomically) and, while
-the container is created but not started, ``exec.fifo``. Operations on one
-container are serialised with ``flock`` on its directory, so that two
-concurrent ``start``/``delete`` calls cannot interleave.
+Layout: ``<root>/<id>/`` holds ``state.json`` (written atomically), the same
+state marshalled (``state.bin``: what the hot verbs read, without loading a
+JSON parser) and, while the container is created but not started,
+``exec.fifo``. Operations on one container are serialised with ``flock`` on
+its directory, so that two concurrent ``start``/``delete`` calls cannot
+interleave.
+
+Hot verbs (start/state/kill/delete) read this module first: it uses
+``posix`` rather than ``os``, whose import (``_collections_abc``,
+``posixpath``) costs as much here as the rest of a ``state`` call.
 """
 
 import fcntl
-import os
-
-from runtime import fastjson
+import marshal
+import posix
 
 from runtime.errors import ContainerNotExist, HakoError
 
 _ID_EXTRA = frozenset("_+.-")
 STATE_FILE = "state.json"
+#: the same state, marshalled; a directory an older hako made has none
+STATE_BIN = "state.bin"
+_BIN_MAGIC = b"HAKOSTATE1\n"
 FIFO = "exec.fifo"
 #: left by an interrupted create: the cgroup and extensions to take back
 CREATING = "creating.json"
@@ -22,10 +30,39 @@ CREATING = "creating.json"
 
 def in_initial_userns() -> bool:
     try:
-        with open("/proc/self/uid_map") as f:
-            return f.read().split() == ["0", "0", "4294967295"]
+        return read_file("/proc/self/uid_map").split() == [b"0", b"0", b"4294967295"]
     except OSError:
         return True
+
+
+def read_file(path: str, dir_fd: int | None = None) -> bytes:
+    """The whole of a small file."""
+    fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        chunks = []
+        while True:
+            b = posix.read(fd, 65536)
+            if not b:
+                return b"".join(chunks)
+            chunks.append(b)
+    finally:
+        posix.close(fd)
+
+
+def _environ(name: str) -> str | None:
+    v = posix.environ.get(name.encode())
+    return v.decode("utf-8", "surrogateescape") if v is not None else None
+
+
+def _abspath(path: str) -> str:
+    """os.path.abspath, without importing os for paths that are already
+    absolute and normal (the usual --root)."""
+    if (path.startswith("/") and not path.startswith("//") and "//" not in path
+            and "/./" not in path and "/../" not in path and len(path) > 1
+            and not path.endswith(("/", "/.", "/.."))):
+        return path
+    import os.path
+    return os.path.abspath(path)
 
 
 def is_rootless(setting: str | None = None) -> bool:
@@ -35,23 +72,22 @@ def is_rootless(setting: str | None = None) -> bool:
         return setting == "true"
     if setting not in (None, "auto"):
         raise HakoError(f"--rootless: invalid value {setting!r} (auto, true or false)")
-    return os.geteuid() != 0 or not in_initial_userns()
+    return posix.geteuid() != 0 or not in_initial_userns()
 
 
 def default_root() -> str:
-    if os.geteuid() == 0 and in_initial_userns():
+    if posix.geteuid() == 0 and in_initial_userns():
         return "/run/hako"
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    xdg = _environ("XDG_RUNTIME_DIR")
     if xdg:
-        return os.path.join(xdg, "hako")
-    if os.geteuid() == 0:
+        return xdg + "hako" if xdg.endswith("/") else xdg + "/hako"
+    if posix.geteuid() == 0:
         return "/run/hako"
-    return f"/tmp/hako-{os.getuid()}"
+    return f"/tmp/hako-{posix.getuid()}"
 
 
 def state_root(g: dict) -> str:
-    root = g.get("root") or default_root()
-    return os.path.abspath(root)
+    return _abspath(g.get("root") or default_root())
 
 
 def check_id(cid: str) -> None:
@@ -68,7 +104,7 @@ class Container:
     def __init__(self, root: str, cid: str, dirfd: int) -> None:
         self.root = root
         self.id = cid
-        self.dir = os.path.join(root, cid)
+        self.dir = root + cid if root.endswith("/") else f"{root}/{cid}"
         self.dirfd = dirfd
         self.state: dict = {}
 
@@ -77,7 +113,8 @@ class Container:
     def open(cls, root: str, cid: str, *, lock: bool = True, shared: bool = False) -> "Container":
         check_id(cid)
         try:
-            fd = os.open(os.path.join(root, cid), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fd = posix.open(root + cid if root.endswith("/") else f"{root}/{cid}",
+                            posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
         except FileNotFoundError:
             raise ContainerNotExist(cid) from None
         except NotADirectoryError:
@@ -88,7 +125,7 @@ class Container:
         try:
             c.state = c._read()
         except BaseException:
-            os.close(fd)
+            posix.close(fd)
             raise
         return c
 
@@ -96,6 +133,7 @@ class Container:
     def new(cls, root: str, cid: str) -> "Container":
         """Create the directory (atomic: mkdir fails if the id is taken) and lock it."""
         check_id(cid)
+        import os
         try:
             os.makedirs(root, mode=0o711, exist_ok=True)
         except OSError as e:
@@ -114,7 +152,7 @@ class Container:
 
     def close(self) -> None:
         if self.dirfd >= 0:
-            os.close(self.dirfd)
+            posix.close(self.dirfd)
             self.dirfd = -1
 
     def __enter__(self) -> "Container":
@@ -123,36 +161,62 @@ class Container:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- state.json ---------------------------------------------------------
+    # -- state.json / state.bin ---------------------------------------------
     def _read(self) -> dict:
         try:
-            fd = os.open(STATE_FILE, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.dirfd)
+            data = read_file(STATE_BIN, self.dirfd)
+        except FileNotFoundError:
+            data = b""
+        if data.startswith(_BIN_MAGIC):
+            try:
+                state = marshal.loads(memoryview(data)[len(_BIN_MAGIC):])
+            except (EOFError, ValueError, TypeError):
+                state = None
+            if isinstance(state, dict):
+                return state
+        # made by an older hako, or state.bin damaged: the JSON is authoritative
+        try:
+            data = read_file(STATE_FILE, self.dirfd)
         except FileNotFoundError:
             # a directory without state: an interrupted create (or a racing delete)
             raise ContainerNotExist(self.id) from None
-        with os.fdopen(fd) as f:
-            try:
-                return fastjson.loads(f.read())
-            except ValueError:
-                raise HakoError(f"container {self.id}: state.json is corrupt") from None
+        from runtime import fastjson
+        try:
+            state = fastjson.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            state = None
+        if not isinstance(state, dict):
+            raise HakoError(f"container {self.id}: state.json is corrupt")
+        return state
 
     def save(self) -> None:
-        tmp = f".{STATE_FILE}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600,
-                     dir_fd=self.dirfd)
-        with os.fdopen(fd, "w") as f:
-            f.write(fastjson.dumps(self.state))
-        os.rename(tmp, STATE_FILE, src_dir_fd=self.dirfd, dst_dir_fd=self.dirfd)
+        """state.json, then state.bin, each written aside and renamed over
+        (a reader holds the lock, so it sees both old or both new)."""
+        from runtime import fastjson
+        self._write_atomic(STATE_FILE, fastjson.dumps(self.state).encode())
+        self._write_atomic(STATE_BIN, _BIN_MAGIC + marshal.dumps(self.state))
+
+    def _write_atomic(self, name: str, data: bytes) -> None:
+        tmp = f".{name}.tmp"
+        fd = posix.open(tmp, posix.O_WRONLY | posix.O_CREAT | posix.O_TRUNC | posix.O_CLOEXEC,
+                        0o600, dir_fd=self.dirfd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[posix.write(fd, view):]
+        finally:
+            posix.close(fd)
+        posix.rename(tmp, name, src_dir_fd=self.dirfd, dst_dir_fd=self.dirfd)
 
     def remove(self) -> None:
         """Remove the directory and everything in it (no subdirectories are made)."""
-        for name in os.listdir(self.dirfd):
+        for name in posix.listdir(self.dirfd):
             try:
-                os.unlink(name, dir_fd=self.dirfd)
+                posix.unlink(name, dir_fd=self.dirfd)
             except FileNotFoundError:
                 pass
         try:
-            os.rmdir(self.dir)
+            posix.rmdir(self.dir)
         except FileNotFoundError:
             pass
         self.close()
@@ -164,7 +228,7 @@ class Container:
 
     def has_fifo(self) -> bool:
         try:
-            os.stat(FIFO, dir_fd=self.dirfd)
+            posix.stat(FIFO, dir_fd=self.dirfd, follow_symlinks=False)
             return True
         except FileNotFoundError:
             return False
@@ -214,8 +278,7 @@ class Container:
 def proc_stat(pid: int) -> tuple[str, int] | None:
     """(state letter, start time in clock ticks) of a process, or None."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
+        data = read_file(f"/proc/{pid}/stat")
     except (FileNotFoundError, ProcessLookupError):
         return None
     rest = data[data.rindex(b")") + 2:].split()
@@ -225,6 +288,6 @@ def proc_stat(pid: int) -> tuple[str, int] | None:
 
 def list_ids(root: str) -> list[str]:
     try:
-        return sorted(n for n in os.listdir(root) if not n.startswith("."))
+        return sorted(n for n in posix.listdir(root) if not n.startswith("."))
     except FileNotFoundError:
         return []

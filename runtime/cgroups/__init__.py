@@ -9,13 +9,11 @@
 Modules: ``paths`` (host layout, path rules), ``v1`` (v1 and hybrid), ``v2``,
 ``devices`` (v1 device rules), ``ebpf`` (v2 device filter), ``convert``
 (v1<->v2 values, update flags), ``stats`` (runc's stats shape), ``notify``
-(OOM events), ``fsutil`` (file access). Importing this package costs only
-the stdlib's os/errno: ``state``, ``kill`` and ``delete`` import it.
+(OOM events), ``fsutil`` (file access), ``paused`` and ``teardown`` (the
+hot verbs' quick paths). Importing this package costs nothing more than
+runtime.errors: ``state``, ``kill`` and ``delete`` import it (no ``os``:
+runtime/state.py says why).
 """
-
-from __future__ import annotations
-
-import os
 
 from runtime.errors import HakoError
 
@@ -84,6 +82,7 @@ def _delegated(host, path: str) -> bool:
     """May we make ``path`` and move ourselves into it? The nearest existing
     ancestor must be writable, and so must cgroup.procs of the common
     ancestor of our cgroup and the target (the kernel's delegation rule)."""
+    import os
     mp = host.unified.mountpoint
     anc = os.path.dirname(path)
     while not os.path.isdir(anc) and anc.startswith(mp + "/"):

@@ -151,6 +151,51 @@ def test_second_create_of_same_id_is_refused(tmp_path):
     c.close()
 
 
+def _saved(tmp_path, state: dict) -> str:
+    c = state_mod.Container.new(str(tmp_path), "s")
+    c.state = state
+    c.save()
+    c.close()
+    return os.path.join(tmp_path, "s")
+
+
+def test_state_bin_mirrors_state_json(tmp_path):
+    import json
+    state = {"id": "s", "pid": 7, "hako": {"cgroup": {"paths": {"pids": "/x"}}, "l": [1, None]},
+             "annotations": {"k": "v\u00e9"}}
+    d = _saved(tmp_path, state)
+    assert json.load(open(os.path.join(d, "state.json"))) == state
+    assert open(os.path.join(d, "state.bin"), "rb").read().startswith(b"HAKOSTATE1\n")
+    with state_mod.Container.open(str(tmp_path), "s") as c:
+        assert c.state == state
+    assert sorted(os.listdir(d)) == ["state.bin", "state.json"]  # no temporary files left
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "other magic", "truncated", "not a dict"])
+def test_state_json_is_authoritative_without_a_good_state_bin(tmp_path, damage):
+    """A directory an older hako made has no state.bin; a damaged one is ignored."""
+    import marshal
+    d = _saved(tmp_path, {"id": "s", "pid": 9})
+    path = os.path.join(d, "state.bin")
+    good = open(path, "rb").read()
+    content = {"missing": None, "empty": b"", "other magic": b"XX" + good[2:],
+               "truncated": good[:-3], "not a dict": b"HAKOSTATE1\n" + marshal.dumps([1])}[damage]
+    os.unlink(path)
+    if content is not None:
+        open(path, "wb").write(content)
+    with state_mod.Container.open(str(tmp_path), "s") as c:
+        assert c.state == {"id": "s", "pid": 9}
+
+
+def test_corrupt_state_json_without_state_bin_is_an_error(tmp_path):
+    d = _saved(tmp_path, {"id": "s"})
+    os.unlink(os.path.join(d, "state.bin"))
+    for text in ("{not json", "[1, 2]", "\udcff"):
+        open(os.path.join(d, "state.json"), "w", errors="surrogateescape").write(text)
+        with pytest.raises(HakoError, match="state.json is corrupt"):
+            state_mod.Container.open(str(tmp_path), "s")
+
+
 def test_dir_without_state_is_not_a_container(tmp_path):
     os.mkdir(tmp_path / "half")
     with pytest.raises(HakoError, match="does not exist"):
@@ -169,3 +214,13 @@ def test_hot_verbs_import_no_heavy_modules(verb):
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                        timeout=30)
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr
+
+
+@given(st.lists(st.sampled_from(["", ".", "..", "a", "run", "hako", "x.y", "..."]), max_size=6),
+       st.booleans(), st.booleans())
+def test_state_root_normalises_like_abspath(parts, absolute, trailing):
+    """--root goes through a shortcut for paths that are already normal."""
+    path = ("/" if absolute else "") + "/".join(parts) + ("/" if trailing else "")
+    if not path:
+        return
+    assert state_mod.state_root({"root": path}) == os.path.abspath(path)
