@@ -31,8 +31,8 @@ def _write_file(level: str, msg: str) -> None:
     if not _log_path:
         return
     if _log_json:
-        import json
-        line = json.dumps({"level": level, "msg": msg, "time": _timestamp()})
+        from runtime import fastjson
+        line = fastjson.dumps({"level": level, "msg": msg, "time": _timestamp()})
     else:
         line = f'time="{_timestamp()}" level={level} msg="{msg}"'
     try:

@@ -3,7 +3,9 @@
 
 For every runtime, interleaved within each round so that machine noise hits
 all of them alike: ``run`` of /bin/true, then ``create``, ``start``,
-``state``, ``kill`` and ``delete`` of a sleeping container. Each round also
+``exec`` (of /bin/true, as containerd's shim calls it: ``--process FILE
+--detach --pid-file F``), ``state``, ``kill`` and ``delete`` of a sleeping
+container. Each round also
 times the floor, ``python3 -I -S -c pass`` (the bare interpreter hako runs
 on: what no Python runtime can go under). Reports the median and the p10–p90
 spread of each, the ratios to runc's and crun's medians, for the hot verbs
@@ -39,7 +41,7 @@ sys.path.insert(0, str(HERE))
 import busybox  # noqa: E402
 from runtime.default_spec import default_spec  # noqa: E402
 
-VERBS = ["run", "create", "start", "state", "kill", "delete"]
+VERBS = ["run", "create", "start", "exec", "state", "kill", "delete"]
 HOT = ("start", "state", "kill", "delete")
 #: the interpreter .venv/bin/hako runs and dist/hako bundles (Debian's)
 FLOOR_PYTHON = "/usr/bin/python3"
@@ -137,6 +139,8 @@ def round_for(s: Subject, bundles: dict[str, Path], n: int, env: dict[str, str])
     except (OSError, ValueError):
         pass
     s.call("start", ["start", cid], env)
+    s.call("exec", ["exec", "--process", str(bundles["process"]), "--detach", "--pid-file",
+                    str(s.root / f"{cid}.exec.pid"), cid], env)
     s.call("state", ["state", cid], env)
     s.call("kill", ["kill", cid, "KILL"], env)
     wait_stopped(s, cid, env)
@@ -176,6 +180,10 @@ def measure(mode: str, runtimes: list[tuple[str, str]], rounds: int) -> dict:
             cfg["ociVersion"] = "1.0.2-dev"
             busybox.make_bundle(base / name, cfg, rootfs)
             bundles[name] = base / name
+            if name == "true":  # exec's --process: the process section of a bundle
+                (base / "process.json").write_text(json.dumps(cfg["process"]))
+                os.chmod(base / "process.json", 0o644)
+                bundles["process"] = base / "process.json"
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "HOME": os.environ.get("HOME", "/"), "LANG": "C.UTF-8"}
         if "XDG_RUNTIME_DIR" in os.environ:
