@@ -137,7 +137,7 @@ def modules_of_prefix(top: Path) -> list[str]:
                        text=True, cwd="/", env={"PATH": "/usr/bin:/bin"})
     if r.returncode != 0 or not r.stdout:
         raise SystemExit(f"build: cannot list the frozen modules of {top}:\n{r.stderr}")
-    return sorted(line.split()[0] for line in r.stdout.splitlines())
+    return sorted(line.split()[0] for line in r.stdout.splitlines() if line.endswith(" own"))
 
 
 def check_contents(onedir: Path) -> None:

@@ -44,14 +44,33 @@ struct _frozen {
 extern const unsigned char hako_frozen_blob[];
 /* the interpreter's (exported by the executable, resolved at load time) */
 extern const struct _frozen *PyImport_FrozenModules;
+/* its own frozen stdlib (os, codecs, io, abc, ...: deep-frozen, get_code set),
+ * which look_up_frozen scans only after this table; weak: absent, nothing moves */
+extern const struct _frozen *_PyImport_FrozenStdlib __attribute__((weak));
 
-static const struct _frozen table[] = {
+static const struct _frozen own[] = {
 @ENTRIES@
-    {NULL, NULL, 0, false, NULL},
 };
+
+#define OWN (sizeof(own) / sizeof(own[0]))
+#define ROOM 64
+static struct _frozen table[ROOM + OWN + 1];
 
 __attribute__((constructor)) static void hako_frozen_init(void)
 {
+    /* The interpreter's own frozen stdlib entries first, copied as they are:
+     * look_up_frozen compares names one by one (strcmp), and os, codecs, io,
+     * abc, stat, posixpath... are imported at every start: found at once
+     * instead of after every entry of this table. Same modules, same code. */
+    size_t n = 0;
+    const struct _frozen *p = &_PyImport_FrozenStdlib ? _PyImport_FrozenStdlib : NULL;
+    for (; p && p->name && n < ROOM; p++)
+        table[n++] = *p;
+    if (p && p->name)
+        n = 0;  /* more than expected: they stay after this table */
+    for (size_t i = 0; i < OWN; i++)
+        table[n + i] = own[i];
+    table[n + OWN] = (struct _frozen){NULL, NULL, 0, false, NULL};
     PyImport_FrozenModules = table;
 }
 """
@@ -98,7 +117,6 @@ def build(modules: list[tuple[str, bool, bytes]], dest: Path, work: Path) -> lis
     asm.write_text(_ASM_TEMPLATE.replace("@BLOB@", blob.name))
     dest.parent.mkdir(parents=True, exist_ok=True)
     cmd = ["gcc", "-O2", "-std=gnu11", "-Wall", "-Wextra", "-fPIC", "-shared", "-s",
-           "-nostdlib",  # data and one store: no libc needed
            f"-I{work}", "-Wa,-I" + str(work),
            "-Wl,-soname," + LIBRARY, "-Wl,-z,relro", "-Wl,-z,now", "-Wl,--hash-style=gnu",
            "-Wl,--build-id=none", "-o", str(dest), str(c), str(asm)]
@@ -108,7 +126,8 @@ def build(modules: list[tuple[str, bool, bytes]], dest: Path, work: Path) -> lis
     return [n for n, _, _ in modules]
 
 
-#: run by the laid-out interpreter: the names in its PyImport_FrozenModules table
+#: run by the laid-out interpreter: its PyImport_FrozenModules table, one line per
+#: entry: name, is package, "own" (this library's code) or "interpreter" (deep-frozen)
 LIST_CODE = """\
 import ctypes
 class F(ctypes.Structure):
@@ -117,6 +136,6 @@ class F(ctypes.Structure):
 p = ctypes.POINTER(F).in_dll(ctypes.pythonapi, 'PyImport_FrozenModules')
 i = 0
 while p[i].name:
-    print(p[i].name.decode(), int(p[i].is_package))
+    print(p[i].name.decode(), int(p[i].is_package), 'own' if p[i].code else 'interpreter')
     i += 1
 """

@@ -431,8 +431,10 @@ def test_payload_has_no_pydantic(cache):
     modules = frozen_modules(d)
     assert {"runtime.cli", "spec.validate", "encodings", "encodings.utf_8", "jeepney",
             "_hako_entry"} <= set(modules), sorted(modules)
-    assert modules["runtime"] and not modules["runtime.cli"]  # is_package
-    assert "os" not in modules  # the interpreter's own (deep-)frozen stdlib stays its own
+    assert modules["runtime"] == (True, "own") and modules["runtime.cli"] == (False, "own")
+    # the interpreter's own (deep-)frozen stdlib stays its own, listed first
+    assert modules["os"] == (False, "interpreter") and modules["codecs"][1] == "interpreter"
+    assert list(modules.values()).index((False, "own")) > list(modules).index("os")
     assert not [m for m in modules if m.split(".")[0] in ("pydantic", "pydantic_core")
                 or m in ("spec.models", "spec.gen_schema")]
 
@@ -444,8 +446,9 @@ def cached_python(d: Path, code: str, **kw) -> subprocess.CompletedProcess:
                           env={"PATH": support.CLEAN_PATH}, **kw)
 
 
-def frozen_modules(d: Path) -> dict[str, bool]:
-    """name -> is package, of the table the cached interpreter runs with."""
+def frozen_modules(d: Path) -> dict[str, tuple[bool, str]]:
+    """name -> (is package, "own" or "interpreter"), of the table the cached
+    interpreter runs with, in its order."""
     sys.path.insert(0, str(support.REPO / "packaging"))
     try:
         from frozen import LIST_CODE
@@ -453,7 +456,7 @@ def frozen_modules(d: Path) -> dict[str, bool]:
         sys.path.pop(0)
     r = cached_python(d, LIST_CODE)
     assert r.returncode == 0, r.stderr
-    return {n: p == "1" for n, p in (line.split() for line in r.stdout.splitlines())}
+    return {n: (p == "1", w) for n, p, w in (line.split() for line in r.stdout.splitlines())}
 
 
 def test_frozen_modules_keep_the_semantics_the_runtime_needs(cache):
