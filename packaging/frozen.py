@@ -142,8 +142,10 @@ def interpreter_frozen() -> set[str]:
 def build(modules: list[tuple[str, bool, bytes]], dest: Path, work: Path) -> list[str]:
     """Compile *modules* (name, is package, marshalled code) into *dest*; return
     the names in table order. *work* holds the generated sources."""
-    if not all(n.isascii() and n.replace(".", "").replace("_", "").isalnum() for n, _, _ in modules):
-        raise SystemExit("frozen: a module name is not a plain ASCII dotted name")
+    bad = [n for n, _, _ in modules
+           if not (n.isascii() and n.isprintable() and n and '"' not in n and "\\" not in n)]
+    if bad:  # the names become C string literals
+        raise SystemExit(f"frozen: module names unfit for a C string: {bad!r}")
     work.mkdir(parents=True, exist_ok=True)
     blob = work / "hako-frozen.bin"
     entries, chunks, offset = [], [], 0
