@@ -177,8 +177,9 @@ bench: install
 
 # ---------------------------------------------------------------------------- binary
 # dist/hako: one self-contained x86-64 executable (no Python needed on the host):
-# a small C launcher that unpacks the PyInstaller onedir build once into a
-# private, verified per-user cache and execs it (packaging/README.md).
+# a small C launcher that unpacks the build's interpreter prefix (every Python
+# module frozen into lib/libhakofrozen.so) once into a private, verified cache
+# and execs it (packaging/README.md).
 # `make test-binary` runs the whole suite against it.
 BINARY_PKGS := gcc libc6-dev zlib1g-dev patchelf musl-tools
 
@@ -195,7 +196,7 @@ binary: install
 	      && printf '#include <zlib.h>\nint main(void){return 0;}\n' | cc -x c -o /dev/null - -lz 2>/dev/null; then
 	    echo "binary: no musl-gcc (musl-tools): the launcher will be linked dynamically (~0.25 ms slower per call)" >&2
 	  elif [ "$$(id -u)" = 0 ]; then
-	    echo "binary: installing $(BINARY_PKGS) (C compiler, musl and zlib for the launcher, patchelf for the interpreter's RPATH)"
+	    echo "binary: installing $(BINARY_PKGS) (C compiler, musl and zlib for the launcher and the frozen modules' library, patchelf for the interpreter's RPATH)"
 	    export DEBIAN_FRONTEND=noninteractive
 	    apt-get update -qq >/dev/null
 	    apt-get install -y -qq --no-install-recommends $(BINARY_PKGS) >/dev/null

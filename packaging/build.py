@@ -3,8 +3,10 @@
 
 1. PyInstaller analyses hako (packaging/hako.spec) and packaging/layout.py
    lays the result out as a Python prefix run by the build's own interpreter:
-   ``hako`` (the interpreter), ``hako._pth``, ``lib/python3.11/`` (every module
-   as sourceless bytecode), ``lib/*.so.*`` (libz, libexpat, libffi).
+   ``hako`` (the interpreter), ``hako._pth``, ``lib/libhakofrozen.so`` (every
+   pure-Python module, frozen into the interpreter: packaging/frozen.py),
+   ``lib/python3.11/`` (extension modules, schemas), ``lib/*.so.*`` (libz,
+   libexpat, libffi).
 2. That directory is packed into a small archive, compressed with zlib and
    appended to the launcher (packaging/launcher.c, compiled here), followed by
    a trailer holding the payload's SHA-256.
@@ -128,21 +130,24 @@ def flatten_base_library(onedir: Path) -> None:
 
 
 def modules_of_prefix(top: Path) -> list[str]:
-    """Python modules of a prefix build (packaging/layout.py): its .pyc files."""
-    from layout import read_index, stdlib_dir
-    std = top / stdlib_dir()
-    out = list(read_index(std))
-    for p in std.rglob("*.pyc"):
-        parts = list(p.relative_to(std).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        out.append(".".join(parts))
-    return sorted(out)
+    """Python modules of a prefix build (packaging/layout.py): the frozen table of
+    its lib/libhakofrozen.so, as the laid-out interpreter itself reports it."""
+    from frozen import LIST_CODE
+    r = subprocess.run([str(top / EXE_NAME), "-I", "-S", "-c", LIST_CODE], capture_output=True,
+                       text=True, cwd="/", env={"PATH": "/usr/bin:/bin"})
+    if r.returncode != 0 or not r.stdout:
+        raise SystemExit(f"build: cannot list the frozen modules of {top}:\n{r.stderr}")
+    return sorted(line.split()[0] for line in r.stdout.splitlines() if line.endswith(" own"))
 
 
 def check_contents(onedir: Path) -> None:
     """No build-time-only module may be frozen; the schemas must be."""
     prefix = not (onedir / "_internal").is_dir()
+    if prefix:
+        left = [str(p.relative_to(onedir)) for p in onedir.rglob("*") if p.suffix in (".py", ".pyc")
+                and p.name != "os.pyc"]
+        if left:  # the frozen table holds every module: no file for the path finder
+            raise SystemExit(f"build: modules as files beside the frozen table: {', '.join(left)}")
     data = onedir / (__import__("layout").stdlib_dir() if prefix else "_internal")
     bad = [m for m in (modules_of_prefix(onedir) if prefix else modules_in(onedir / EXE_NAME))
            if any(m == f or m.startswith(f + ".") for f in FORBIDDEN)]
@@ -162,16 +167,27 @@ def smoke_test(top: Path) -> None:
             "assert sys.flags.isolated and sys.flags.no_site and sys.flags.safe_path, sys.flags\n"
             f"for n in {names!r}:\n"
             "    __import__(n)\n"
-            "assert type(sys.modules['runtime.state'].__spec__.loader).__name__ == '_Modules'\n"
-            # codecs from hako.modules, through the lazy alias table (layout.lazy_aliases)
+            # every module of hako frozen: no file read for an import
+            "for n in ('runtime.state', 'spec.validate', 'encodings', 'encodings.utf_8', '_hako_entry'):\n"
+            "    assert sys.modules[n].__spec__.origin == 'frozen', n\n"
+            # __file__ where the files were: spec/validate.py reads the schemas beside it
+            "import os.path\n"
+            "v = sys.modules['spec.validate']\n"
+            "assert v.__file__ == sys._stdlib_dir + '/spec/validate.py', v.__file__\n"
+            "assert os.path.isfile(os.path.join(os.path.dirname(v.__file__), 'config.schema.json'))\n"
+            "assert sys.modules['runtime'].__path__ == [sys._stdlib_dir + '/runtime']\n"
+            "assert sys.frozen is True and sys.argv[0] == 'hako'\n"
+            # codecs frozen too, through the lazy alias table (layout.lazy_aliases)
             "import codecs\n"
-
             "for n, m in (('utf8', 'utf-8'), ('latin1', 'iso8859-1'), ('ascii', 'ascii'),\n"
             "             ('iso-8859-15', 'iso8859-15'), ('cp1252', 'cp1252'), ('u8', 'utf-8')):\n"
             "    assert codecs.lookup(n).name == m, (n, codecs.lookup(n).name)\n"
             "assert 'é'.encode('latin_1') == b'\\xe9' and 'bücher.de'.encode('idna')\n"
+            "assert sys.modules['encodings.latin_1'].__spec__.origin == 'frozen'\n"
+            "import _json\n"  # extension modules: files beside the stdlib's place
+            "assert _json.__file__.startswith(sys._stdlib_dir + '/'), _json.__file__\n"
             "print(len(sys.path))\n")
-    # the finder of packaging/entry.py, without running the CLI
+    # the entry, without running the CLI
     code = ("import sys\ncli = type(sys)('runtime.cli')\ncli.run = lambda: None\n"
             "sys.modules['runtime.cli'] = cli\nimport _hako_entry\ndel sys.modules['runtime.cli']\n"
             "assert 'encodings.aliases' not in sys.modules, 'aliases read at start'\n"

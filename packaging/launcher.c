@@ -980,8 +980,12 @@ int main(int argc, char **argv)
         setenv("HAKO_LAUNCHER", me, 1);
     else
         unsetenv("HAKO_LAUNCHER");
-    for (int i = 0; i < 32; i++)
-        snprintf(hexhash + 2 * i, 3, "%02x", tr[32 + i]);
+    /* by hand: 32 snprintf calls were a quarter of the launcher's user time */
+    for (int i = 0; i < 32; i++) {
+        hexhash[2 * i] = "0123456789abcdef"[tr[32 + i] >> 4];
+        hexhash[2 * i + 1] = "0123456789abcdef"[tr[32 + i] & 15];
+    }
+    hexhash[64] = '\0';
     char name[NAME_HEX + 1];
     memcpy(name, hexhash, NAME_HEX);
     name[NAME_HEX] = '\0';

@@ -14,18 +14,14 @@ interpreter directly, laid out as an ordinary prefix::
                          site, no cwd), whatever the command line
     lib/*.so.*           shared libraries the interpreter and extension modules need
                          that are not part of glibc (libz, libexpat, libffi)
-    lib/python3.11/hako.modules
-                         every module's bytecode in one file (an index, then the
-                         marshalled code objects), served by the finder in
-                         packaging/entry.py: one open+pread per import, no directory
-                         walk, no source to stat, nothing validated; and ~200 fewer
-                         files for the launcher to check on every call
-    lib/python3.11/encodings/*.pyc, _hako_entry.pyc, os.pyc
-                         what runs before that finder is installed, as sourceless
-                         bytecode (the interpreter's start imports ``encodings``); the
-                         path finder loads a ``.pyc`` without a source unchecked.
-                         ``os.pyc`` (os itself is frozen into the interpreter) is the
-                         landmark from which the interpreter finds its prefix
+    lib/libhakofrozen.so every pure-Python module's marshalled code (runtime, hooks,
+                         spec, jeepney, the stdlib modules the interpreter has not
+                         frozen itself, encodings, _hako_entry) and the table that
+                         makes them frozen modules of the interpreter
+                         (packaging/frozen.py): a DT_NEEDED library of ``hako``
+    lib/python3.11/os.pyc
+                         the landmark from which the interpreter finds its prefix
+                         (``os`` itself is frozen into the interpreter; never loaded)
     lib/python3.11/*.so, spec/*.json
                          extension modules and data, as files
 
@@ -42,12 +38,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import frozen
+
 ENTRY_MODULE = "_hako_entry"
-MODULES_FILE = "hako.modules"
-MODULES_MAGIC = b"HAKOMOD1"  # packaging/entry.py reads it
-#: imported before packaging/entry.py installs its finder (the interpreter's
-#: start, in UTF-8 mode: see launcher.c): stay .pyc files
-STARTUP_MODULES = ("encodings", "encodings.aliases", "encodings.utf_8")
+#: first in the frozen table (looked up by a linear scan): the interpreter's
+#: start (UTF-8 mode, see launcher.c), then the entry
+STARTUP_MODULES = ("encodings", "encodings.utf_8", ENTRY_MODULE)
 LANDMARK = "os"
 EXE_NAME = "hako"
 
@@ -114,30 +110,6 @@ def lazy_aliases(src: Path, rel: str, optimize: int, modules) -> bytes:
     return bytes(_bx._code_to_timestamp_pyc(code, 0, 0))
 
 
-def modules_file(modules: list[tuple[str, bool, str, bytes]]) -> bytes:
-    """hako.modules: magic, the interpreter's bytecode magic, index size, the
-    marshalled index {name: (is package, offset, size, path)}, then the code."""
-    import marshal
-    index, blobs, offset = {}, [], 0
-    for name, package, rel, code in modules:
-        index[name] = (package, offset, len(code), rel)
-        blobs.append(code)
-        offset += len(code)
-    raw = marshal.dumps(index)
-    return (MODULES_MAGIC + _bx.MAGIC_NUMBER + b"\0" * 4 + len(raw).to_bytes(8, "little") + raw
-            + b"".join(blobs))
-
-
-def read_index(std: Path) -> dict:
-    """The index of a built hako.modules (for build.py's checks)."""
-    import marshal
-    data = (std / MODULES_FILE).read_bytes()
-    if data[:8] != MODULES_MAGIC:
-        raise SystemExit(f"layout: {std / MODULES_FILE}: bad magic")
-    size = int.from_bytes(data[16:24], "little")
-    return marshal.loads(data[24:24 + size])
-
-
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
@@ -181,7 +153,8 @@ def build(modules, binaries, datas, dest: Path, entry: Path, optimize: int = 0) 
     std.mkdir(parents=True)
 
     seen = set()
-    archived: list[tuple[str, bool, str, bytes]] = []
+    own = frozen.interpreter_frozen()
+    table: list[tuple[str, bool, bytes]] = []
     for name, src, typecode in sorted(modules):
         if name in seen or typecode != "PYMODULE":
             continue
@@ -196,14 +169,19 @@ def build(modules, binaries, datas, dest: Path, entry: Path, optimize: int = 0) 
         rel = name.replace(".", "/") + ("/__init__.py" if package else ".py")
         pyc = (lazy_aliases(src, rel, optimize, modules) if name == "encodings"
                else pyc_bytes(src, rel, optimize))
-        if name in STARTUP_MODULES or name == LANDMARK:
+        if name == LANDMARK:
             _write(std / (rel + "c"), pyc)
-        else:
-            archived.append((name, package, rel + "c", pyc[16:]))  # code without the pyc header
+        if name not in own:
+            table.append((name, package, pyc[16:]))  # the code, without the pyc header
     if LANDMARK not in seen:
         raise SystemExit(f"layout: {LANDMARK} was not collected")
-    _write(std / f"{ENTRY_MODULE}.pyc", pyc_bytes(entry, f"{ENTRY_MODULE}.py", optimize))
-    _write(std / MODULES_FILE, modules_file(archived))
+    table.append((ENTRY_MODULE, False, pyc_bytes(entry, f"{ENTRY_MODULE}.py", optimize)[16:]))
+    # look_up_frozen scans the table in order: the start's modules first, then hako's
+    order = {n: i for i, n in enumerate(STARTUP_MODULES)}
+    table.sort(key=lambda m: (order.get(m[0], len(order)),
+                              m[0].split(".")[0] not in ("runtime", "spec", "hooks"), m[0]))
+    names = frozen.build(table, lib / frozen.LIBRARY, Path(f"{dest}.frozen"))
+    Path(f"{dest}.frozen", "modules.txt").write_text("\n".join(names) + "\n")
 
     libs: dict[str, str] = {}
     prefix = f"python{stdlib_dir().rsplit('python', 1)[1]}/lib-dynload/"
@@ -228,6 +206,9 @@ def build(modules, binaries, datas, dest: Path, entry: Path, optimize: int = 0) 
     # extension modules (_ctypes -> libffi); no LD_LIBRARY_PATH, which would leak
     # into every program hako starts
     subprocess.run(["patchelf", "--force-rpath", "--set-rpath", "$ORIGIN/lib", str(exe)], check=True)
+    # the frozen modules' table, found through that RPATH; loaded (and its
+    # constructor run) before the interpreter's main
+    subprocess.run(["patchelf", "--add-needed", frozen.LIBRARY, str(exe)], check=True)
 
     for name, src, typecode in sorted(datas):
         if typecode == "DATA" and name != "base_library.zip":

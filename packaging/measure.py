@@ -111,7 +111,7 @@ def main() -> int:
         "onedir-lean-only": "onedir, lean: stdlib exclusions (no inspect rthook, no libcrypto)",
         "onedir": "onedir, lean + no ctypes bootstrap hook + base_library.zip unpacked "
                   "(the payload until issue 15)",
-        "prefix": "no bootloader: the build's interpreter + hako.modules (layout.py), run directly",
+        "prefix": "no bootloader: the build's interpreter + frozen modules (layout.py), run directly",
         "sfx": "**single file: C launcher + cached interpreter prefix (chosen, `dist/hako`)**",
     }
     for v in variants:

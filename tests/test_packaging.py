@@ -141,8 +141,8 @@ def test_interpreter_ignores_python_environment_and_cwd(cache, tmp_path):
 
 @pytest.mark.parametrize("lang", ["C", "POSIX", "C.UTF-8", "en_US.ISO-8859-1", "de_DE@euro", ""])
 def test_any_locale(cache, lang):
-    """The interpreter starts in UTF-8 mode whatever the locale (only utf_8 is a
-    file at start; every other codec is in hako.modules)."""
+    """The interpreter starts in UTF-8 mode whatever the locale (only utf_8 is
+    loaded at start; every other codec is frozen too, lib/libhakofrozen.so)."""
     r = subprocess.run([str(BINARY), "--root", "/nonexistent/\u00e9", "state", "caf\u00e9"],
                        env={"PATH": support.CLEAN_PATH, "HAKO_CACHE_DIR": str(cache),
                             "LANG": lang, "LC_ALL": lang}, capture_output=True, timeout=60)
@@ -295,8 +295,8 @@ def test_root_cache_is_immutable(cache):
 
 
 @pytest.mark.parametrize("victim", ["hako", "hako._pth", "lib/libz.so.1", "lib/python3.11/spec",
-                                    "lib/python3.11/hako.modules",
-                                    "lib/python3.11/encodings/utf_8.pyc"])
+                                    "lib/libhakofrozen.so", "lib/python3.11/os.pyc",
+                                    "lib/python3.11/_json.cpython-311-x86_64-linux-gnu.so"])
 def test_tampered_cache_is_detected_and_replaced(cache, victim):
     assert run("--version", cache=cache).returncode == 0
     old = build_dir(cache)
@@ -312,7 +312,8 @@ def test_tampered_cache_is_detected_and_replaced(cache, victim):
         target.chmod(0o600)
         with open(target, "r+b") as f:  # same size, same mtime: only the ctime tells
             st = os.fstat(f.fileno())
-            f.seek(min(100, st.st_size - 1))
+            # the frozen modules' code is the library's bulk: patch one of them
+            f.seek(st.st_size // 2 if victim.endswith("frozen.so") else min(100, st.st_size - 1))
             f.write(b"\xcc")
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
         target.chmod(0o500)
@@ -332,17 +333,17 @@ def test_tampered_cache_is_detected_and_replaced(cache, victim):
     assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
-@pytest.mark.parametrize("damage", ["no stamp", "half a module file", "no module file"])
+@pytest.mark.parametrize("damage", ["no stamp", "half the frozen modules", "no frozen modules"])
 def test_half_written_cache_is_rebuilt(cache, damage):
     """A build directory cut short (a crash, a full disk, a hand-made copy) is
     never run: the next call moves it aside and unpacks again."""
     assert run("--version", cache=cache).returncode == 0
     d = build_dir(cache)
     make_mutable(d)
-    modules = d / "lib" / "python3.11" / "hako.modules"
+    modules = d / "lib" / "libhakofrozen.so"
     if damage == "no stamp":
         (d / ".stamp").unlink()
-    elif damage == "half a module file":
+    elif damage == "half the frozen modules":
         modules.chmod(0o600)
         os.truncate(modules, modules.stat().st_size // 2)
     else:
@@ -425,17 +426,84 @@ def test_payload_has_no_pydantic(cache):
     assert not [n for n in names if "pydantic" in n.lower()]
     std = d / "lib" / "python3.11"
     assert (std / "spec" / "config.schema.json").is_file()
-    # sourceless bytecode only: nothing for the interpreter to stat, compare or compile
-    assert not [n for n in names if n.endswith(".py")]
-    sys.path.insert(0, str(support.REPO / "packaging"))
-    try:
-        from layout import read_index
-    finally:
-        sys.path.pop(0)
-    modules = read_index(std)
-    assert "runtime.cli" in modules and "spec.validate" in modules
+    # every module frozen: no source or bytecode file for the path finder
+    assert not [n for n in names if n.endswith((".py", ".pyc")) and not n.endswith("/os.pyc")]
+    modules = frozen_modules(d)
+    assert {"runtime.cli", "spec.validate", "encodings", "encodings.utf_8", "jeepney",
+            "_hako_entry"} <= set(modules), sorted(modules)
+    assert modules["runtime"] == (True, "own") and modules["runtime.cli"] == (False, "own")
+    # the interpreter's own (deep-)frozen stdlib stays its own, listed first
+    assert modules["os"] == (False, "interpreter") and modules["codecs"][1] == "interpreter"
+    assert list(modules.values()).index((False, "own")) > list(modules).index("os")
     assert not [m for m in modules if m.split(".")[0] in ("pydantic", "pydantic_core")
                 or m in ("spec.models", "spec.gen_schema")]
+
+
+def cached_python(d: Path, code: str, **kw) -> subprocess.CompletedProcess:
+    """*code* run by the cached interpreter as the launcher runs it (flags, cwd)."""
+    return subprocess.run([str(d / "hako"), "-I", "-S", "-X", "utf8", "-c", code],
+                          capture_output=True, text=True, timeout=60, cwd="/",
+                          env={"PATH": support.CLEAN_PATH}, **kw)
+
+
+def frozen_modules(d: Path) -> dict[str, tuple[bool, str]]:
+    """name -> (is package, "own" or "interpreter"), of the table the cached
+    interpreter runs with, in its order."""
+    sys.path.insert(0, str(support.REPO / "packaging"))
+    try:
+        from frozen import LIST_CODE
+    finally:
+        sys.path.pop(0)
+    r = cached_python(d, LIST_CODE)
+    assert r.returncode == 0, r.stderr
+    return {n: (p == "1", w) for n, p, w in (line.split() for line in r.stdout.splitlines())}
+
+
+def test_frozen_modules_keep_the_semantics_the_runtime_needs(cache):
+    """FrozenImporter's __file__/__path__ are where the files were (spec/validate.py
+    reads its schemas beside __file__), tracebacks name the module's file."""
+    assert run("--version", cache=cache).returncode == 0
+    d = build_dir(cache)
+    code = (
+        "import sys, os.path, traceback\n"
+        "import spec.validate as v, runtime, runtime.fastjson as fj\n"
+        "std = sys._stdlib_dir\n"
+        f"assert std == {str(d / 'lib' / 'python3.11')!r}, std\n"
+        "assert v.__spec__.origin == 'frozen' and v.__file__ == std + '/spec/validate.py'\n"
+        "assert v.SCHEMA_DIR == std + '/spec' and os.path.isfile(v.SCHEMA_DIR + '/config.schema.json')\n"
+        "assert runtime.__file__ == std + '/runtime/__init__.py', runtime.__file__\n"
+        "assert runtime.__path__ == [std + '/runtime'], runtime.__path__\n"
+        "try:\n"
+        "    fj.loads('{')\n"
+        "except Exception:\n"
+        "    tb = traceback.format_exc()\n"
+        "assert 'runtime/fastjson.py' in tb, tb\n"
+        "print('ok')\n")
+    r = cached_python(d, code)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "ok\n", "")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switches to an unprivileged uid")
+def test_imports_need_no_file_access(cache):
+    """The forked container init imports lazily after closing every fd and after
+    switching to the container's uid (which may not read the user's 0700 cache):
+    frozen modules are in the interpreter's memory, so that still works.
+    (Extension modules are files: hako loads those it needs before forking.)"""
+    assert run("--version", cache=cache).returncode == 0
+    d = build_dir(cache)
+    code = ("import os, _ctypes, termios, resource, _json\n"
+            "os.closerange(3, 1 << 16)\n"
+            "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+            f"assert not os.access({str(d / 'lib')!r}, os.R_OK)\n"
+            "import runtime.init, runtime.terminal, runtime.hooks, hooks.network.hook\n"
+            "import encodings.latin_1\n"
+            "print('ok')\n")
+    os.chmod(cache, 0o700)  # root's caches are 0755: private here, like a user's
+    try:
+        r = cached_python(d, code)
+    finally:
+        os.chmod(cache, 0o755)
+    assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="runs the binary as the unprivileged test user")
