@@ -181,7 +181,7 @@ bench: install
 # module frozen into lib/libhakofrozen.so) once into a private, verified cache
 # and execs it (packaging/README.md).
 # `make test-binary` runs the whole suite against it.
-BINARY_PKGS := gcc libc6-dev zlib1g-dev patchelf musl-tools
+BINARY_PKGS := gcc libc6-dev zlib1g-dev patchelf musl-tools python3-dev
 
 .PHONY: binary test-binary
 
@@ -191,7 +191,8 @@ binary: install
 	  $(VPY) -m pip install --quiet pyinstaller
 	fi
 	if ! printf '#include <zlib.h>\nint main(void){return 0;}\n' | cc -x c -o /dev/null - -lz 2>/dev/null \
-	    || ! command -v patchelf >/dev/null || ! command -v musl-gcc >/dev/null; then
+	    || ! command -v patchelf >/dev/null || ! command -v musl-gcc >/dev/null \
+	    || ! $(VPY) -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))'; then
 	  if ! command -v musl-gcc >/dev/null && [ "$$(id -u)" != 0 ] && command -v patchelf >/dev/null \
 	      && printf '#include <zlib.h>\nint main(void){return 0;}\n' | cc -x c -o /dev/null - -lz 2>/dev/null; then
 	    echo "binary: no musl-gcc (musl-tools): the launcher will be linked dynamically (~0.25 ms slower per call)" >&2

@@ -28,6 +28,8 @@ import subprocess
 from pathlib import Path
 
 LIBRARY = "libhakofrozen.so"
+#: the interpreter's two-phase start (the launcher's command line only)
+BOOT_C = Path(__file__).resolve().parent / "boot.c"
 
 #: CPython 3.11's Include/cpython/import.h
 _C_TEMPLATE = """\
@@ -97,8 +99,13 @@ static int populate_data(struct dl_phdr_info *info, size_t size, void *unused)
     return 1;  /* the first object is the executable: done */
 }
 
-__attribute__((constructor)) static void hako_frozen_init(void)
+/* packaging/boot.c: takes over the launcher's command line (does not return then) */
+void hako_boot(int argc, char **argv);
+
+/* glibc passes a constructor the program's arguments */
+__attribute__((constructor)) static void hako_frozen_init(int argc, char **argv, char **envp)
 {
+    (void)envp;
     dl_iterate_phdr(populate_data, NULL);
     /* The interpreter's own frozen stdlib entries first, copied as they are:
      * look_up_frozen compares names one by one (strcmp), and os, codecs, io,
@@ -114,6 +121,7 @@ __attribute__((constructor)) static void hako_frozen_init(void)
         table[n + i] = own[i];
     table[n + OWN] = (struct _frozen){NULL, NULL, 0, false, NULL};
     PyImport_FrozenModules = table;
+    hako_boot(argc, argv);
 }
 """
 
@@ -160,10 +168,14 @@ def build(modules: list[tuple[str, bool, bytes]], dest: Path, work: Path) -> lis
     asm = work / "hako-frozen.S"
     asm.write_text(_ASM_TEMPLATE.replace("@BLOB@", blob.name))
     dest.parent.mkdir(parents=True, exist_ok=True)
+    import sysconfig
+    include = sysconfig.get_paths()["include"]  # the build interpreter's: Python.h for boot.c
+    if not (Path(include) / "Python.h").is_file():
+        raise SystemExit(f"frozen: no {include}/Python.h (the python3-dev package)")
     cmd = ["gcc", "-O2", "-std=gnu11", "-Wall", "-Wextra", "-fPIC", "-shared", "-s",
-           f"-I{work}", "-Wa,-I" + str(work),
+           f"-I{work}", f"-I{include}", "-Wa,-I" + str(work),
            "-Wl,-soname," + LIBRARY, "-Wl,-z,relro", "-Wl,-z,now", "-Wl,--hash-style=gnu",
-           "-Wl,--build-id=none", "-o", str(dest), str(c), str(asm)]
+           "-Wl,--build-id=none", "-o", str(dest), str(c), str(asm), str(BOOT_C)]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
     if r.returncode != 0 or r.stderr.strip():
         raise SystemExit(f"frozen: compiling {LIBRARY} failed:\n{' '.join(cmd)}\n{r.stderr}")
