@@ -137,6 +137,8 @@ void hako_boot(int argc, char **argv)
     PyConfig config;
     PyConfig_InitIsolatedConfig(&config);   /* -I */
     config.site_import = 0;                 /* -S */
+    config.install_signal_handlers = 1;     /* as the command line had it (SIGINT ->
+                                               KeyboardInterrupt), once the start completes */
     config.pathconfig_warnings = 0;
     config._init_main = 0;
     /* the executable's real path: the prefix (and hako._pth) are found from it */
