@@ -235,8 +235,9 @@ class Creation:
             SYS.prctl(PR_SET_CHILD_SUBREAPER, 1)
         self.parent, child = Channel.pair()
         try:
-            self.stage1 = process.spawn(launch, self.parent, child,
-                                        close_in_child=[self.container.dirfd])
+            self.stage1, pid = process.spawn(launch, self.parent, child,
+                                             close_in_child=[self.container.dirfd],
+                                             reaped=self.detach or self.subreaper)
         finally:
             os.close(launch.fifo_fd)
             os.close(launch.state_fd)
@@ -246,6 +247,8 @@ class Creation:
         self.undo.push("the container's processes", self._stop_processes)
         if launch.seccomp is not None:
             launch.seccomp.close()  # the init holds the listener connection now
+        if pid:
+            self._init_started(pid)  # forked by us: no stage-1 to report it
 
     def _stop_processes(self) -> None:
         """The init (and whatever it started), stage-1; then poststop, since
@@ -314,8 +317,9 @@ class Creation:
                 # exited meanwhile; its own error follows on the channel
                 if getattr(e, "errno", 0) != 3:
                     raise
-        process.wait_child(self.stage1)
-        self.stage1 = 0
+        if self.stage1:
+            process.wait_child(self.stage1)
+            self.stage1 = 0
 
     def _run_runtime_hooks(self) -> None:
         """prestart and createRuntime, in the runtime's namespace, while the
