@@ -30,7 +30,7 @@ from runtime import fastjson, security
 from runtime import syscalls as S
 from runtime.channel import Channel
 from runtime.errors import HakoError, error_text
-from runtime.process import fork_child
+from runtime.process import fork_child, own_pidns
 from runtime.procsetup import become, close_inherited, exec_process, set_oom_score
 from runtime.state import Container, state_root
 
@@ -203,11 +203,12 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
                 console_parent.close()
             _join_and_fork(pspec, caps, ns_fds, console_sock, preserve, child, filt, cgroup,
                            waitfd)
+        joiner = 0
         if direct:
-            joiner = 0
             pid = _fork_direct(pspec, caps, ns_fds, console_sock, preserve, child, filt,
                                waitfd, (parent, console_parent))
-        else:
+            direct = pid > 0
+        if not direct:
             joiner = fork_child(child, joiner_body)
         if waitfd >= 0:
             os.close(waitfd)
@@ -259,12 +260,15 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
 def _fork_direct(pspec: dict, caps, ns_fds: list[tuple[str, int, int]], console,
                  preserve: int, chan: Channel, filt, waitfd: int, ours: tuple) -> int:
     """Fork the process from hako itself (root, no user namespace to join):
-    setns(pid) decides only where our children go, and is undone right after."""
+    setns(pid) decides only where our children go, and is undone right after.
+    0 when we could not go back (see process.own_pidns): the joiner does it."""
     sc = S.SYS
     own = -1
     pidns = [fd for t, fd, _ in ns_fds if t == "pid"]
     if pidns:
-        own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        own = own_pidns()
+        if own < 0:
+            return 0
         try:
             sc.setns(pidns[0], S.CLONE_NEWPID, "pid namespace of the container")
         except OSError as e:

@@ -101,7 +101,9 @@ def _spawn_direct(launch: Launch, chan: Channel, child: Channel,
     if "pid" in launch.plan.new:
         # pid_for_children only: this process stays where it is, and goes back
         # (its active namespace) right after the fork
-        own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        own = own_pidns()
+        if own < 0:
+            return 0
         try:
             sc.unshare(S.CLONE_NEWPID)
         except OSError:
@@ -129,6 +131,20 @@ def _spawn_direct(launch: Launch, chan: Channel, child: Channel,
                 sc.setns(own, S.CLONE_NEWPID, "pid namespace of hako")
             finally:
                 os.close(own)
+
+
+def own_pidns() -> int:
+    """An fd of our pid namespace when we may setns back into it, else -1.
+    Root of a user namespace that does not own it (rootless podman runs us so)
+    may not: setns(CLONE_NEWPID) wants CAP_SYS_ADMIN over the owner, so try
+    it first, changing nothing (it is also where our children go now)."""
+    fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        S.SYS.setns(fd, S.CLONE_NEWPID, "pid namespace of hako")
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
 
 
 def _stage1(launch: Launch, chan: Channel) -> None:
