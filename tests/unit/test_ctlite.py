@@ -74,3 +74,31 @@ class _Launch:
 ])
 def test_direct_only_without_a_first_stage(launch, direct):
     assert process.direct(launch) is direct
+
+
+def test_own_pidns_only_where_we_may_go_back():
+    """Root of the host: an fd (and nothing changed). Root of a user namespace
+    that does not own our pid namespace (rootless podman): -1, so create and
+    exec keep their first stage."""
+    import subprocess
+    import sys
+
+    if os.geteuid() == 0:
+        before = os.readlink("/proc/self/ns/pid_for_children")
+        fd = process.own_pidns()
+        assert fd >= 0
+        os.close(fd)
+        assert os.readlink("/proc/self/ns/pid_for_children") == before
+    code = ("import os, sys; sys.path.insert(0, os.getcwd()); from runtime import process; "
+            "print(process.own_pidns())")
+    try:
+        r = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-c", code],
+                           capture_output=True, text=True, timeout=30,
+                           cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+                               os.path.abspath(__file__)))))
+    except FileNotFoundError:
+        pytest.skip("no unshare(1)")
+    if r.returncode != 0 and "unshare" in r.stderr:
+        pytest.skip(f"no user namespace here: {r.stderr.strip()}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "-1"
