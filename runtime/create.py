@@ -235,8 +235,9 @@ class Creation:
             SYS.prctl(PR_SET_CHILD_SUBREAPER, 1)
         self.parent, child = Channel.pair()
         try:
-            self.stage1 = process.spawn(launch, self.parent, child,
-                                        close_in_child=[self.container.dirfd])
+            self.stage1, pid = process.spawn(launch, self.parent, child,
+                                             close_in_child=[self.container.dirfd],
+                                             reaped=self.detach or self.subreaper)
         finally:
             os.close(launch.fifo_fd)
             os.close(launch.state_fd)
@@ -246,6 +247,8 @@ class Creation:
         self.undo.push("the container's processes", self._stop_processes)
         if launch.seccomp is not None:
             launch.seccomp.close()  # the init holds the listener connection now
+        if pid:
+            self._init_started(pid)  # forked by us: no stage-1 to report it
 
     def _stop_processes(self) -> None:
         """The init (and whatever it started), stage-1; then poststop, since
@@ -314,8 +317,10 @@ class Creation:
                 # exited meanwhile; its own error follows on the channel
                 if getattr(e, "errno", 0) != 3:
                     raise
-        process.wait_child(self.stage1)
-        self.stage1 = 0
+        if self.stage1:
+            process.wait_child(self.stage1)
+            self.stage1 = 0
+        self._prepare_state()
 
     def _run_runtime_hooks(self) -> None:
         """prestart and createRuntime, in the runtime's namespace, while the
@@ -328,8 +333,10 @@ class Creation:
         hooks.run("createRuntime", launch.hooks, st)
         self.parent.send(hooks_done=True, pid=self.init_pid)
 
-    def record_state(self) -> None:
-        """state.json (what every other verb reads), and the config exec starts from."""
+    def _prepare_state(self) -> None:
+        """What record_state writes, but for the root mount, made while the init
+        sets itself up; and the config exec starts from, written now (a failed
+        create removes the directory with it)."""
         from runtime import fastjson
         c = self.container
         st = proc_stat(self.init_pid)
@@ -348,19 +355,23 @@ class Creation:
                 "rootless": self.rootless,
                 "pidns": "pid" in self.launch.plan.new,
                 # without a cgroup, what finds its processes once the init is gone
-                "root_mount": (_root_mount(self.init_pid)
-                               if self.cgroup is None and "mount" in self.launch.plan.new
-                               else None),
+                "root_mount": None,  # record_state: the init's, once it is ready
                 "hooks": self.launch.hooks,
                 "cgroup": self.cgroup.to_state() if self.cgroup is not None else None,
                 "extensions": [e.name for e in self.extensions],
             },
         }
+        with open(os.path.join(c.dir, "config.json"), "w") as f:
+            f.write(fastjson.dumps(spec))
+
+    def record_state(self) -> None:
+        """state.json: what every other verb reads."""
+        c = self.container
+        if self.cgroup is None and "mount" in self.launch.plan.new:
+            c.state["hako"]["root_mount"] = _root_mount(self.init_pid)
         c.save()
         if self.recorded:
             os.unlink(CREATING, dir_fd=c.dirfd)
-        with open(os.path.join(c.dir, "config.json"), "w") as f:
-            f.write(fastjson.dumps(spec))
 
     def hand_over(self) -> None:
         """The pty to a foreground run, the pid file to the engine, then "go":

@@ -12,6 +12,13 @@ setns(CLONE_NEWPID) needs CAP_SYS_ADMIN in the caller's own user namespace
 too, so a rootless hako cannot do it from the parent: the joiner enters the
 user namespace first. In the foreground hako is a subreaper, so the
 process is reparented to it when the joiner exits and waitpid gives its status.
+
+As root, in a container without a user namespace of its own, there is no
+joiner: hako enters the container's pid namespace for the one fork (it only
+decides where children go) and goes back; the process joins the other
+namespaces itself, and hako moves it into the container's cgroup while it
+sets up (the first move waits for an RCU grace period), telling it "placed"
+before it may exec.
 """
 
 from __future__ import annotations
@@ -22,8 +29,8 @@ import select
 from runtime import fastjson, security
 from runtime import syscalls as S
 from runtime.channel import Channel
-from runtime.errors import HakoError
-from runtime.process import fork_child
+from runtime.errors import HakoError, error_text
+from runtime.process import fork_child, own_pidns
 from runtime.procsetup import become, close_inherited, exec_process, set_oom_score
 from runtime.state import Container, state_root
 
@@ -151,6 +158,8 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
     # open every namespace of the init now, before anything changes
     own_userns = any(n.get("type") == "user" for n in
                      (spec.get("linux") or {}).get("namespaces") or [])
+    direct = os.geteuid() == 0 and not own_userns  # see the module's docstring
+    pid = 0
     ns_fds: list[tuple[str, int, int]] = []  # (name, fd, flag)
     from runtime.namespaces import FLAGS
     try:
@@ -194,7 +203,13 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
                 console_parent.close()
             _join_and_fork(pspec, caps, ns_fds, console_sock, preserve, child, filt, cgroup,
                            waitfd)
-        joiner = fork_child(child, joiner_body)
+        joiner = 0
+        if direct:
+            pid = _fork_direct(pspec, caps, ns_fds, console_sock, preserve, child, filt,
+                               waitfd, (parent, console_parent))
+            direct = pid > 0
+        if not direct:
+            joiner = fork_child(child, joiner_body)
         if waitfd >= 0:
             os.close(waitfd)
     finally:
@@ -203,9 +218,11 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
     child.close()
     if console_sock is not None:
         console_sock.close()
+    if direct:
+        _place(cgroup, pid, parent)
     # the joiner sends "pid", the process "ready": two writers, either order
-    pid = 0
     ready = False
+    msg: dict | None = {}
     while not (pid and ready):
         msg = parent.recv()
         if msg is None or "error" in msg:
@@ -240,6 +257,62 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
     return wait_forwarding(pid, master)
 
 
+def _fork_direct(pspec: dict, caps, ns_fds: list[tuple[str, int, int]], console,
+                 preserve: int, chan: Channel, filt, waitfd: int, ours: tuple) -> int:
+    """Fork the process from hako itself (root, no user namespace to join):
+    setns(pid) decides only where our children go, and is undone right after.
+    0 when we could not go back (see process.own_pidns): the joiner does it."""
+    sc = S.SYS
+    own = -1
+    pidns = [fd for t, fd, _ in ns_fds if t == "pid"]
+    if pidns:
+        own = own_pidns()
+        if own < 0:
+            return 0
+        try:
+            sc.setns(pidns[0], S.CLONE_NEWPID, "pid namespace of the container")
+        except OSError as e:
+            os.close(own)
+            raise HakoError(f"exec failed: {error_text(e)}") from None
+
+    def body() -> None:
+        for ch in ours:
+            if ch is not None:
+                ch.close()
+        set_oom_score(pspec["process"])
+        sc.prctl(S.PR_SET_DUMPABLE, 0)  # see runtime/init.py: CVE-2019-5736
+        for t, fd, flag in ns_fds:
+            if t != "pid":
+                sc.setns(fd, flag, f"{t} namespace of the container")
+        _become_and_exec(pspec, caps, console, preserve, chan, filt, waitfd, placed=True)
+
+    try:
+        return fork_child(chan, body)
+    finally:
+        if own >= 0:
+            try:
+                sc.setns(own, S.CLONE_NEWPID, "pid namespace of hako")
+            finally:
+                os.close(own)
+
+
+def _place(cgroup, pid: int, parent: Channel) -> None:
+    """Move the process into the container's cgroup, then let it exec. If it
+    died meanwhile (ESRCH), its own error follows on the channel."""
+    if cgroup is not None:
+        try:
+            cgroup.enter(pid)
+        except HakoError as e:
+            if getattr(e, "errno", 0) != 3:
+                parent.close()  # it leaves at EOF instead of exec'ing
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+                raise
+    parent.send(placed=True)
+
+
 def _join_and_fork(pspec: dict, caps, ns_fds: list[tuple[str, int, int]], console,
                    preserve: int, chan: Channel, filt, cgroup=None, waitfd: int = -1) -> None:
     """In the first child: join (user first, so that the others are allowed),
@@ -268,7 +341,8 @@ def _join_and_fork(pspec: dict, caps, ns_fds: list[tuple[str, int, int]], consol
 
 
 def _become_and_exec(pspec: dict, caps, console, preserve: int, chan: Channel, filt,
-                     waitfd: int = -1) -> None:
+                     waitfd: int = -1, placed: bool = False) -> None:
+    """``placed``: wait until hako has moved us into the cgroup (_place)."""
     sc = S.SYS
     proc = pspec["process"]
     # nothing of the caller's beyond stdio and --preserve-fds may be open when
@@ -289,6 +363,10 @@ def _become_and_exec(pspec: dict, caps, console, preserve: int, chan: Channel, f
     security.lsm_apply(pspec)
     if filt is not None and nnp:
         filt.install(sc=sc)
+    if placed:
+        msg = chan.recv()
+        if msg is None or not msg.get("placed"):
+            os._exit(1)  # hako failed or died: leave quietly
     chan.send(ready=True)
     chan.close()
     if waitfd >= 0:

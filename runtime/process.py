@@ -11,6 +11,12 @@
       |   -----------------> "go" once state.json is written
       |                  init: blocks opening exec.fifo, then execve
 
+Without a user namespace, a namespace to join, a time namespace or a cgroup
+stage-1 must join first (the common rootful case), there is no stage-1: the
+parent forks the init itself (``direct``), with unshare(CLONE_NEWPID) for
+that one fork, and the init unshares the rest; it imports what it runs
+itself, while the parent moves it into its cgroup.
+
 No thread is ever started (unshare(CLONE_NEWUSER) fails in a threaded
 process), every child leaves with os._exit, and every wait ends at EOF if
 the other side dies, so nothing can wait forever.
@@ -51,8 +57,16 @@ def fork_child(chan: Channel, body, *args) -> int:
     return pid
 
 
-def spawn(launch: Launch, chan: Channel, child: Channel, close_in_child: list[int]) -> int:
-    """Fork stage-1; returns its pid. The parent keeps ``chan``."""
+def spawn(launch: Launch, chan: Channel, child: Channel, close_in_child: list[int],
+          reaped: bool = True) -> tuple[int, int]:
+    """Fork stage-1, or the init itself (``direct``); returns (stage-1's pid,
+    the init's pid), one of them 0. The parent keeps ``chan``. ``reaped``: the
+    caller exits, or is a subreaper, so the init may be its child (without,
+    `run` must not become its parent: it would reap an init it does not wait for)."""
+    if reaped and direct(launch):
+        pid = _spawn_direct(launch, chan, child, close_in_child)
+        if pid:
+            return 0, pid
     # Everything the children will run is imported here, as the caller: after
     # unshare(CLONE_NEWUSER) they read hako's files as a mapped uid, which may
     # not be allowed to (a root-owned private cache, a 0700 home).
@@ -66,7 +80,71 @@ def spawn(launch: Launch, chan: Channel, child: Channel, close_in_child: list[in
             os.close(fd)
         chan.close()
         _stage1(launch, child)
-    return fork_child(child, body)
+    return fork_child(child, body), 0
+
+
+def direct(launch: Launch) -> bool:
+    """Whether the init can do stage-1's part itself: there is nothing to do
+    before the other namespaces (user namespace, joins, time offsets, a cgroup
+    to join before a cgroup namespace)."""
+    plan = launch.plan
+    return (not plan.join and "user" not in plan.new and "time" not in plan.new
+            and launch.cgroup is None)
+
+
+def _spawn_direct(launch: Launch, chan: Channel, child: Channel,
+                  close_in_child: list[int]) -> int:
+    """Fork the init; 0 when a new pid namespace cannot be made here (stage-1
+    then tries, and reports the error as it always did)."""
+    sc = S.SYS
+    own = -1
+    if "pid" in launch.plan.new:
+        # pid_for_children only: this process stays where it is, and goes back
+        # (its active namespace) right after the fork
+        own = own_pidns()
+        if own < 0:
+            return 0
+        try:
+            sc.unshare(S.CLONE_NEWPID)
+        except OSError:
+            os.close(own)
+            return 0
+
+    def body() -> None:
+        for fd in close_in_child:
+            os.close(fd)
+        chan.close()
+        flags = launch.plan.unshare_flags(exclude=("user", "pid"))
+        if flags:
+            try:
+                sc.unshare(flags)
+            except OSError as e:  # as stage-1 words it: every flag it unshares
+                raise OSError(e.errno, f"unshare({launch.plan.unshare_flags():#x}): "
+                              f"{os.strerror(e.errno)}") from None
+        _run_init(launch, child)
+
+    try:
+        return fork_child(child, body)
+    finally:
+        if own >= 0:
+            try:
+                sc.setns(own, S.CLONE_NEWPID, "pid namespace of hako")
+            finally:
+                os.close(own)
+
+
+def own_pidns() -> int:
+    """An fd of our pid namespace when we may setns back into it, else -1.
+    Root of a user namespace that does not own it (rootless podman runs us so)
+    may not: setns(CLONE_NEWPID) wants CAP_SYS_ADMIN over the owner, so try
+    it first, changing nothing (it is also where our children go now)."""
+    fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        S.SYS.setns(fd, S.CLONE_NEWPID, "pid namespace of hako")
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
 
 
 def _stage1(launch: Launch, chan: Channel) -> None:

@@ -6,13 +6,15 @@ without root through a recording fake (tests/fakes.py), the way youki's
 with the errno *and* the call's arguments, so the one-line error the user sees
 says what was attempted, not only "Operation not permitted".
 
-Only ``ctypes`` and ``os`` are imported: this module sits on create's hot path.
+Only ``os`` and the ctypes subset in runtime/ctlite.py are imported: this
+module sits on create's hot path.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
+
+from runtime import ctlite as ctypes
 
 # --- constants (linux/sched.h, linux/mount.h, linux/fs.h) -------------------
 CLONE_NEWTIME = 0x00000080

@@ -10,7 +10,7 @@ import os
 
 from runtime.inroot import RootfsError, fd_path
 from runtime.mountopts import MountOptions, PROPAGATION_MASK
-from runtime.rootfs.context import DEFAULT_MOUNT_FLAGS, _mount_error, _why
+from runtime.rootfs.context import DEFAULT_MOUNT_FLAGS, _mount_error, _target_error, _why
 from runtime.rootfs.hostmounts import MountInfo
 from runtime.syscalls import MNT_DETACH, MS_BIND, MS_RDONLY, MS_REC
 
@@ -72,7 +72,7 @@ def _own_cgroups() -> dict[str, str]:
 
 
 def _cgroup_entry(ctx: _Ctx, i: int, m: dict, dest: str, typ: str, opts: MountOptions) -> None:
-    unified, hierarchies = cgroup_layout(ctx.mountinfo())
+    unified, hierarchies = cgroup_layout(ctx.host_mountinfo or ctx.mountinfo())
     flags = opts.flags & ~PROPAGATION_MASK
     if typ == "cgroup2" or unified:
         _cgroup2(ctx, i, m, dest, flags, opts)
@@ -128,7 +128,6 @@ def _cgroup_v1(ctx: _Ctx, i: int, dest: str, flags: int, opts: MountOptions,
     """tmpfs at the destination, then one directory per host hierarchy: with a
     cgroup namespace a fresh mount of it (and of the hybrid ``unified`` cgroup2),
     without one a read-only bind of this process' own cgroup in it (runc)."""
-    ro = flags & MS_RDONLY
     fd = ctx.target_dir(i, dest)
     try:
         ctx.mount(i, "tmpfs", fd, "tmpfs", DEFAULT_MOUNT_FLAGS, ctx.labeled("mode=755"), dest)
@@ -137,33 +136,58 @@ def _cgroup_v1(ctx: _Ctx, i: int, dest: str, flags: int, opts: MountOptions,
     ctx.propagate(i, dest, opts.propagation)
     own = None if ctx.new_cgroupns else _own_cgroups()
     dirs = ctx.cgroup_dirs or {}
-    for h in hierarchies:
-        if own is not None and h.fstype == "cgroup2":
-            continue  # runc binds the v1 hierarchies only
-        sub = f"{dest.rstrip('/')}/{h.name}"
-        sfd = ctx.target_dir(i, sub)
+    # the tmpfs is fresh and nothing runs in the container yet: its
+    # directories are made from its root, without resolving dest again each time
+    tfd = ctx.reopen(i, dest)
+    try:
+        for h in hierarchies:
+            if own is not None and h.fstype == "cgroup2":
+                continue  # runc binds the v1 hierarchies only
+            _hierarchy(ctx, i, dest, tfd, h, flags, opts, own, dirs)
+    finally:
+        os.close(tfd)
+    _symlinks(ctx, i, dest, hierarchies)
+
+
+def _hierarchy(ctx: _Ctx, i: int, dest: str, tfd: int, h: _Hierarchy, flags: int,
+               opts: MountOptions, own: dict[str, str] | None, dirs: dict[str, str]) -> None:
+    """One hierarchy's directory in the tmpfs: a fresh mount of it, or a bind."""
+    ro = flags & MS_RDONLY
+    sub = f"{dest.rstrip('/')}/{h.name}"
+    try:
         try:
-            if own is None:
-                if h.fstype == "cgroup2":
-                    ctx.mount(i, "cgroup2", sfd, "cgroup2", DEFAULT_MOUNT_FLAGS | ro, "", sub)
-                else:
-                    ctx.mount(i, "cgroup", sfd, "cgroup", DEFAULT_MOUNT_FLAGS | ro,
-                              ",".join(h.controllers), sub)
-                continue
-            source = next((dirs[c] for c in h.controllers if c in dirs), None)
-            if source is None:
-                key = _own_key(own, h.controllers)
-                path = own.get(key) if key is not None else None
-                if path is None:
-                    raise RootfsError(f"mounts[{i}]: cgroup hierarchy {h.name}: this process "
-                                      f"is not in it ({PROC_CGROUP})", errno.ENOENT)
-                rel = os.path.relpath(path, h.root) if h.root != "/" else path.lstrip("/")
-                source = h.mountpoint if rel in ("", ".") else f"{h.mountpoint}/{rel}"
-            ctx.bind(i, source, sfd, sub, flags | MS_BIND | MS_REC, opts.cleared,
-                     opts.propagation)
-        finally:
-            os.close(sfd)
-    # cpu -> cpu,cpuacct and the like
+            os.mkdir(h.name, 0o755, dir_fd=tfd)
+        except FileExistsError:
+            pass
+        sfd = os.open(h.name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                      dir_fd=tfd)
+    except OSError as e:
+        raise _target_error(i, sub, e) from None
+    try:
+        if own is None:
+            if h.fstype == "cgroup2":
+                ctx.mount(i, "cgroup2", sfd, "cgroup2", DEFAULT_MOUNT_FLAGS | ro, "", sub)
+            else:
+                ctx.mount(i, "cgroup", sfd, "cgroup", DEFAULT_MOUNT_FLAGS | ro,
+                          ",".join(h.controllers), sub)
+            return
+        source = next((dirs[c] for c in h.controllers if c in dirs), None)
+        if source is None:
+            key = _own_key(own, h.controllers)
+            path = own.get(key) if key is not None else None
+            if path is None:
+                raise RootfsError(f"mounts[{i}]: cgroup hierarchy {h.name}: this process "
+                                  f"is not in it ({PROC_CGROUP})", errno.ENOENT)
+            rel = os.path.relpath(path, h.root) if h.root != "/" else path.lstrip("/")
+            source = h.mountpoint if rel in ("", ".") else f"{h.mountpoint}/{rel}"
+        ctx.bind(i, source, sfd, sub, flags | MS_BIND | MS_REC, opts.cleared,
+                 opts.propagation)
+    finally:
+        os.close(sfd)
+
+
+def _symlinks(ctx: _Ctx, i: int, dest: str, hierarchies: list[_Hierarchy]) -> None:
+    """cpu -> cpu,cpuacct and the like."""
     dfd = ctx.reopen(i, dest)
     try:
         for h in hierarchies:

@@ -111,6 +111,9 @@ class _Ctx:
         label = (spec.get("linux") or {}).get("mountLabel") or ""
         self.mount_label = label if label and os.path.exists("/sys/fs/selinux/enforce") else ""
         self._mountinfo: list[MountInfo] | None = None
+        #: mountinfo as setup_rootfs first read it (before any mount of ours):
+        #: the host's cgroup hierarchies, which our mounts never change
+        self.host_mountinfo: list[MountInfo] | None = None
 
     def mountinfo(self) -> list[MountInfo]:
         if self._mountinfo is None:

@@ -64,7 +64,8 @@ def setup_rootfs(spec: dict, bundle: str, *, rootless: bool, new_userns: bool, n
         sc.mount(None, "/", None, first, None, label="/")
     except OSError as e:
         raise RootfsError(f"make / {_prop_name(first)}: {_why(e)}", e.errno) from None
-    parent = _mount_of(read_mountinfo(), rootfs)
+    host_mounts = read_mountinfo()
+    parent = _mount_of(host_mounts, rootfs)
     if parent is not None and any(o.startswith("shared:") for o in parent.optional):
         # pivot_root refuses a shared parent, and our bind must not propagate out
         try:
@@ -81,6 +82,7 @@ def setup_rootfs(spec: dict, bundle: str, *, rootless: bool, new_userns: bool, n
     ctx = _Ctx(spec, bundle, rootfs, os.open(rootfs, _DIR), rootless=rootless,
                new_userns=new_userns, new_netns=new_netns, new_cgroupns=new_cgroupns, sc=sc)
     ctx.cgroup_dirs = cgroup_dirs
+    ctx.host_mountinfo = host_mounts
     try:
         # 2. mounts; first the mount points of hako's own entries that the
         # rootfs cannot take (mountpoints)
