@@ -42,7 +42,7 @@ def create_manager(spec: dict, cid: str, *, rootless: bool, systemd: bool,
     rootless on v2 without a delegated subtree the user may write to.
     ``host`` (a paths.Host) is for tests; by default the real one.
     """
-    from runtime.cgroups import devices, paths
+    from runtime.cgroups import paths
     if host is None:
         host = paths.Host.detect()
     linux = spec.get("linux") or {}
@@ -57,6 +57,7 @@ def create_manager(spec: dict, cid: str, *, rootless: bool, systemd: bool,
     if rootless and host.mode in ("v1", "hybrid"):
         _no_cgroup_warning(f"rootless container on a cgroup {host.mode} host", spec)
         return None
+    from runtime.cgroups import devices  # not before: rootless on v1 returns above
     inner = paths.inner_path(spec, cid)
     dev_paths = devices.device_paths(spec)
     if host.mode == "v2":

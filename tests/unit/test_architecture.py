@@ -127,7 +127,7 @@ LEAF_RULES = {
     "runtime.syscalls": ("runtime.errors", "runtime.ctlite"),
     "runtime.ctlite": (),  # the part of ctypes syscalls uses, on _ctypes alone
     "runtime.fastjson": (),
-    "runtime.log": (),
+    "runtime.log": ("runtime.fastjson",),  # json log lines: fastjson, a leaf itself
     "spec": ("spec", "runtime.fastjson"),  # fastjson: a leaf itself (JSON without json/re)
 }
 
