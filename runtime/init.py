@@ -21,6 +21,7 @@ from runtime.procsetup import (
     become, close_inherited, exec_process, make_cwd, set_oom_score, write_file,
 )
 from runtime.launch import Launch
+from runtime.residency import drop_clean_pages, safe_under
 from runtime.rootfs import finalize_rootfs, setup_rootfs
 
 def container_init(launch: Launch, chan: Channel) -> None:
@@ -96,6 +97,10 @@ def container_init(launch: Launch, chan: Channel) -> None:
 
     security.apply_process_attrs(spec, sc)
     nnp = bool(proc.get("noNewPrivileges"))
+    # what stays resident while the init waits: its own memory only
+    # (runtime/residency.py), dropped as the last thing before it blocks;
+    # not where the user's seccomp filter, loaded by then, might kill it
+    drop = launch.seccomp is None or nnp or safe_under((spec.get("linux") or {}).get("seccomp"))
     if launch.seccomp is not None and not nnp:
         # without no_new_privs loading needs CAP_SYS_ADMIN: before caps are dropped
         launch.seccomp.install(pid=host_pid, sc=sc)
@@ -112,6 +117,8 @@ def container_init(launch: Launch, chan: Channel) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
                 signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, lambda s, f: os._exit(128 + s))
+    if drop:
+        drop_clean_pages(sc)
     fifo = open_fifo()
     if run_hooks is not None and launch.hooks.get("startContainer"):
         try:

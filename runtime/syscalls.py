@@ -250,6 +250,10 @@ class Syscalls:
             return
         os.closerange(first, min(last, 65536))
 
+    def madvise(self, addr: int, length: int, advice: int) -> None:
+        if _libc.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(length), ctypes.c_int(advice)) != 0:
+            raise _fail(f"madvise({addr:#x}, {length}, {advice})")
+
     def ioprio_set(self, which: int, who: int, ioprio: int) -> None:
         if _syscall(ctypes.c_long(_NR["ioprio_set"]), ctypes.c_int(which),
                     ctypes.c_int(who), ctypes.c_int(ioprio)) != 0:

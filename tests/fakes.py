@@ -91,6 +91,9 @@ class FakeSyscalls(Syscalls):
     def capset(self, effective, permitted, inheritable):
         self._record("capset", effective, permitted, inheritable)
 
+    def madvise(self, addr, length, advice):
+        self._record("madvise", addr, length, advice)
+
     def ioprio_set(self, which, who, ioprio):
         self._record("ioprio_set", which, who, ioprio)
 
