@@ -131,6 +131,7 @@ class Creation:
             no_pivot=self.no_pivot, preserve_fds=listen + self.preserve_fds,
             console_socket=self.console_socket)
         launch.extensions = self.extensions
+        launch.waits = self.verb == "create"
         if listen:
             # socket activation, as runc: the fds come first, the process is told
             # (only the init: exec starts from the saved config without them)

@@ -97,10 +97,12 @@ def container_init(launch: Launch, chan: Channel) -> None:
 
     security.apply_process_attrs(spec, sc)
     nnp = bool(proc.get("noNewPrivileges"))
-    # what stays resident while the init waits: its own memory only
-    # (runtime/residency.py), dropped as the last thing before it blocks;
-    # not where the user's seccomp filter, loaded by then, might kill it
-    drop = launch.seccomp is None or nnp or safe_under((spec.get("linux") or {}).get("seccomp"))
+    # what stays resident while the init waits for `start`: its own memory only
+    # (runtime/residency.py), dropped as the last thing before it blocks; not
+    # for `run` (no wait: it would only fault back in), nor where the user's
+    # seccomp filter, loaded by then, might kill it for it
+    drop = launch.waits and (launch.seccomp is None or nnp or safe_under(
+        (spec.get("linux") or {}).get("seccomp")))
     if launch.seccomp is not None and not nnp:
         # without no_new_privs loading needs CAP_SYS_ADMIN: before caps are dropped
         launch.seccomp.install(pid=host_pid, sc=sc)

@@ -54,5 +54,8 @@ class Launch:
         self.seccomp = None
         #: lifecycle extensions (runtime.extensions); the init runs their in_init
         self.extensions: list = []
+        #: the init waits for a `start` of its own (create, not run): it lets go
+        #: of its clean pages while it waits (runtime/residency.py)
+        self.waits = False
         caps = (spec.get("process") or {}).get("capabilities")
         self.caps = CapPlan(caps) if caps is not None else None  # validates names early
