@@ -30,7 +30,7 @@ from runtime import fastjson, security
 from runtime import syscalls as S
 from runtime.channel import Channel
 from runtime.errors import HakoError, error_text
-from runtime.process import fork_child, own_pidns
+from runtime.process import fork_and_return, fork_child, own_pidns
 from runtime.procsetup import become, close_inherited, exec_process, set_oom_score
 from runtime.state import Container, state_root
 
@@ -286,14 +286,7 @@ def _fork_direct(pspec: dict, caps, ns_fds: list[tuple[str, int, int]], console,
                 sc.setns(fd, flag, f"{t} namespace of the container")
         _become_and_exec(pspec, caps, console, preserve, chan, filt, waitfd, placed=True)
 
-    try:
-        return fork_child(chan, body)
-    finally:
-        if own >= 0:
-            try:
-                sc.setns(own, S.CLONE_NEWPID, "pid namespace of hako")
-            finally:
-                os.close(own)
+    return fork_and_return(own, chan, body)
 
 
 def _place(cgroup, pid: int, parent: Channel) -> None:

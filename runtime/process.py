@@ -123,12 +123,18 @@ def _spawn_direct(launch: Launch, chan: Channel, child: Channel,
                               f"{os.strerror(e.errno)}") from None
         _run_init(launch, child)
 
+    return fork_and_return(own, child, body)
+
+
+def fork_and_return(own: int, chan: Channel, body) -> int:
+    """fork_child, then back into hako's own pid namespace (``own``: its fd
+    from own_pidns, or -1 when the fork's namespace was not changed)."""
     try:
-        return fork_child(child, body)
+        return fork_child(chan, body)
     finally:
         if own >= 0:
             try:
-                sc.setns(own, S.CLONE_NEWPID, "pid namespace of hako")
+                S.SYS.setns(own, S.CLONE_NEWPID, "pid namespace of hako")
             finally:
                 os.close(own)
 

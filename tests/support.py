@@ -85,6 +85,12 @@ def deep_merge(config: dict, patch: dict) -> dict:
     return config
 
 
+def stopped(rt: "Runtime", cid: str) -> bool:
+    """Has *cid* stopped (or gone)? For wait_until."""
+    r = rt.hako("state", cid)
+    return r.returncode != 0 or json.loads(r.stdout)["status"] == "stopped"
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
                what: str = "condition") -> Any:
     """Poll *predicate* until it returns something truthy; fail after *timeout*."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -44,16 +43,6 @@ def debug(frt, *args, **kw):
     return frt.hako(*args, env={"HAKO_LAUNCHER_DEBUG": "1"}, **kw)
 
 
-def wait_stopped(frt, cid: str) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        r = frt.hako("state", cid)
-        if r.returncode != 0 or json.loads(r.stdout)["status"] == "stopped":
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{cid} did not stop")
-
-
 def test_hot_verbs_run_on_the_core_alone(frt):
     cid = frt.new_id()
     r = debug(frt, "create", "--bundle", frt.bundle(["sleep", "100"]), cid)
@@ -66,7 +55,7 @@ def test_hot_verbs_run_on_the_core_alone(frt):
         assert r.returncode == 0, (args, r.stderr)
         assert phases(r) == [CORE], (args, r.stderr)
     assert debug(frt, "kill", cid, "KILL").returncode == 0
-    wait_stopped(frt, cid)
+    support.wait_until(lambda: support.stopped(frt, cid), what=f"{cid} to stop")
     r = debug(frt, "delete", cid)
     assert r.returncode == 0 and phases(r) == [CORE], r.stderr
     assert frt.hako("state", cid).returncode == 1

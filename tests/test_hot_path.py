@@ -11,6 +11,7 @@ and lists what the verb imported.
 
 from __future__ import annotations
 
+import support
 from support import REPO
 
 #: what no hot verb may import on its ordinary path
@@ -51,20 +52,8 @@ def test_hot_verbs_import_nothing_heavy(rt):
                  ("list",), ("list", "--format", "json")):
         seen[args] = _imports(rt, *args) & set(HEAVY)
     assert rt.hako("kill", cid, "KILL").returncode == 0
-    _wait_stopped(rt, cid)
+    support.wait_until(lambda: support.stopped(rt, cid), what=f"{cid} to stop")
     seen[("delete", cid)] = _imports(rt, "delete", cid) & set(HEAVY)
     assert {k: sorted(v) for k, v in seen.items() if v} == {}
     # and the container is gone, cgroup and all (the quick teardown path)
     assert rt.hako("state", cid).returncode != 0
-
-
-def _wait_stopped(rt, cid: str) -> None:
-    import json
-    import time
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        r = rt.hako("state", cid)
-        if r.returncode != 0 or json.loads(r.stdout)["status"] == "stopped":
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{cid} did not stop")
