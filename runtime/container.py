@@ -212,7 +212,7 @@ def _destroy(c: Container) -> None:
     mgr = None
     record = hako.get("cgroup")
     if record:
-        from runtime.cgroups.teardown import remove_empty
+        from runtime.cgroups.quick import remove_empty
         if not remove_empty(record):
             from runtime.cgroups.ops import manager_of
             mgr = manager_of(c.state)

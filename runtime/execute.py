@@ -120,8 +120,8 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
             raise HakoError("cannot exec in a paused container (use --ignore-paused)")
         state = c.state
         init_pid = c.pid
-        from runtime.cgroups.ops import manager_of
-        cgroup = manager_of(state)
+        from runtime.cgroups.quick import joiner
+        cgroup = joiner(state)
         try:
             with open(os.path.join(c.dir, "config.json"), "rb") as f:
                 spec = fastjson.loads(f.read())

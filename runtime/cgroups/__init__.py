@@ -9,7 +9,7 @@
 Modules: ``paths`` (host layout, path rules), ``v1`` (v1 and hybrid), ``v2``,
 ``devices`` (v1 device rules), ``ebpf`` (v2 device filter), ``convert``
 (v1<->v2 values, update flags), ``stats`` (runc's stats shape), ``notify``
-(OOM events), ``fsutil`` (file access), ``paused`` and ``teardown`` (the
+(OOM events), ``fsutil`` (file access), ``paused`` and ``quick`` (the
 hot verbs' quick paths). Importing this package costs nothing more than
 runtime.errors: ``state``, ``kill`` and ``delete`` import it (no ``os``:
 runtime/state.py says why).

@@ -1,11 +1,13 @@
-"""runtime/cgroups/teardown.py: the quick removal ``delete`` tries first.
+"""runtime/cgroups/quick.py: the quick removal ``delete`` tries first, and
+what ``exec`` moves its process into.
 
 It must only ever succeed where the driver's own destroy would have had
 nothing else to do, and leave every other case untouched to the driver."""
 
 from __future__ import annotations
 
-from runtime.cgroups.teardown import remove_empty
+from runtime.cgroups import quick
+from runtime.cgroups.quick import remove_empty
 
 
 def test_empty_v2_cgroup_is_removed(tmp_path):
@@ -48,3 +50,25 @@ def test_other_drivers_and_odd_records_are_left_to_the_driver(tmp_path):
                    {"driver": "v2", "path": "relative/path"}, {}, {"driver": "v3"}):
         assert remove_empty(record) is False
     assert d.is_dir()
+
+
+def test_exec_joins_every_directory_of_a_cgroupfs_record(tmp_path, monkeypatch):
+    from runtime.cgroups import fsutil
+    written = []
+    monkeypatch.setattr(fsutil, "write_pid", lambda d, pid: written.append((d, pid)))
+    record = {"driver": "hybrid", "paths": {"cpu": "/c/cpu", "cpuacct": "/c/cpu", "pids": "/c/p"},
+              "unified": ["/u", "/u/x"]}
+    j = quick.joiner({"hako": {"cgroup": record}})
+    j.enter(42)
+    assert written == [("/c/cpu", 42), ("/c/p", 42), ("/u/x", 42)]
+    assert quick.joiner({"hako": {}}) is None
+
+
+def test_exec_leaves_other_drivers_to_their_manager(monkeypatch):
+    import runtime.cgroups
+    made = []
+    monkeypatch.setattr(runtime.cgroups, "manager_from_state", lambda d: made.append(d) or "mgr")
+    record = {"driver": "systemd", "inner": "v2", "path": "/sys/fs/cgroup/x.scope"}
+    assert quick.joiner({"hako": {"cgroup": record}}) == "mgr"
+    assert quick.joiner({"hako": {"cgroup": {"driver": "v2", "path": "relative"}}}) == "mgr"
+    assert made == [record, {"driver": "v2", "path": "relative"}]
