@@ -384,6 +384,10 @@ class Creation:
             from runtime.supervise import write_pid_file
             write_pid_file(self.pid_file, self.init_pid)
         self.parent.send(go=True)
+        if self.launch.waits:
+            # until the init is settled in its wait (runtime/residency.py); if
+            # it died instead, the container is simply stopped
+            self.parent.recv()
 
     def close_channels(self) -> None:
         if self.parent is not None:

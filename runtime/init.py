@@ -112,7 +112,6 @@ def container_init(launch: Launch, chan: Channel) -> None:
     msg = chan.recv()
     if msg is None or not msg.get("go"):
         os._exit(1)  # the parent failed or died: leave quietly
-    chan.close()
 
     # a created container may be killed while it waits: die on the usual
     # termination signals like runc's init does (pid 1 ignores unhandled ones)
@@ -121,6 +120,9 @@ def container_init(launch: Launch, chan: Channel) -> None:
         signal.signal(sig, lambda s, f: os._exit(128 + s))
     if drop:
         drop_clean_pages(sc)
+    if launch.waits:
+        chan.send(idle=True)  # `create` returns with the init as it will wait
+    chan.close()
     fifo = open_fifo()
     if run_hooks is not None and launch.hooks.get("startContainer"):
         try:
