@@ -199,11 +199,21 @@ class Creation:
         self.undo.push("the cgroup", _destroy_cgroup, cg)
         cg.create()
         cg.apply((self.spec.get("linux") or {}).get("resources") or {})
-        # The first write to cgroup.procs waits for an RCU grace period (~14 ms
-        # here). With a cgroup namespace (its root is fixed at unshare) or
-        # hooks (they may look), stage-1 joins before anything else; otherwise
-        # the parent moves the init while it sets up its rootfs, and the init's
-        # cgroup mount binds the container's cgroups by name (cgroup_dirs).
+        # A write to cgroup.procs waits for an RCU grace period (5-25 ms here)
+        # after a quiet spell. A cgroupfs cgroup is joined by the first child
+        # as it is born, which waits for none (quick.Joiner). The systemd
+        # driver's cgroup: with a cgroup namespace (its root is fixed at
+        # unshare) or hooks (they may look), stage-1 joins before anything
+        # else; otherwise the parent moves the init while it sets up its
+        # rootfs, and the init's cgroup mount binds the container's cgroups
+        # by name (cgroup_dirs).
+        from runtime.cgroups.quick import Joiner
+        record = cg.to_state()
+        self.launch.cgroup_joiner = Joiner.from_record(record)
+        if self.launch.cgroup_joiner is not None:
+            if "cgroup" not in self.launch.plan.new:
+                self.launch.cgroup_dirs = record.get("paths")
+            return
         if "cgroup" in self.launch.plan.new or self.launch.hook_sync:
             self.launch.cgroup = cg
         else:

@@ -13,6 +13,7 @@ the real one.
 
 from _ctypes import (  # noqa: F401  (re-exported: the subset syscalls.py uses)
     FUNCFLAG_CDECL as _FUNCFLAG_CDECL,
+    FUNCFLAG_PYTHONAPI as _FUNCFLAG_PYTHONAPI,
     FUNCFLAG_USE_ERRNO as _FUNCFLAG_USE_ERRNO,
     CFuncPtr as _CFuncPtr,
     Structure,
@@ -68,9 +69,18 @@ class _FuncPtr(_CFuncPtr):
     _restype_ = c_int
 
 
+class _PyFuncPtr(_CFuncPtr):
+    """The same, called with the GIL held (ctypes.PyDLL): for the Python C API,
+    and for a call after which two processes return (clone3: syscalls.py)."""
+    _flags_ = _FUNCFLAG_CDECL | _FUNCFLAG_PYTHONAPI | _FUNCFLAG_USE_ERRNO
+    _restype_ = c_int
+
+
 class CDLL:
     """ctypes.CDLL(name, use_errno=True): functions looked up by attribute,
     each object cached (so a ``restype`` set on one sticks)."""
+
+    _func_ = _FuncPtr
 
     def __init__(self, name: "str | None", use_errno: bool = True) -> None:
         if not use_errno:
@@ -81,10 +91,16 @@ class CDLL:
     def __getattr__(self, name: str) -> _FuncPtr:
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        func = _FuncPtr((name, self))
+        func = self._func_((name, self))
         func.__name__ = name
         setattr(self, name, func)
         return func
+
+
+class PyDLL(CDLL):
+    """ctypes.PyDLL(name, use_errno=True)."""
+
+    _func_ = _PyFuncPtr
 
 
 def create_string_buffer(init: bytes, size: int) -> object:

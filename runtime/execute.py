@@ -16,9 +16,13 @@ process is reparented to it when the joiner exits and waitpid gives its status.
 As root, in a container without a user namespace of its own, there is no
 joiner: hako enters the container's pid namespace for the one fork (it only
 decides where children go) and goes back; the process joins the other
-namespaces itself, and hako moves it into the container's cgroup while it
-sets up (the first move waits for an RCU grace period), telling it "placed"
-before it may exec.
+namespaces itself.
+
+The first child (the joiner, or the process) joins the container's cgroup as
+it is born (runtime/cgroups/quick.Joiner), without the RCU grace period a
+write to cgroup.procs waits for. Under the systemd driver hako moves it
+(the joiner itself, or hako while the process sets up, telling it "placed"
+before it may exec).
 """
 
 from __future__ import annotations
@@ -120,8 +124,9 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
             raise HakoError("cannot exec in a paused container (use --ignore-paused)")
         state = c.state
         init_pid = c.pid
-        from runtime.cgroups.quick import joiner
+        from runtime.cgroups.quick import Joiner, joiner
         cgroup = joiner(state)
+        born = cgroup if isinstance(cgroup, Joiner) else None  # joins at fork
         try:
             with open(os.path.join(c.dir, "config.json"), "rb") as f:
                 spec = fastjson.loads(f.read())
@@ -201,15 +206,15 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
             parent.close()
             if console_parent is not None:
                 console_parent.close()
-            _join_and_fork(pspec, caps, ns_fds, console_sock, preserve, child, filt, cgroup,
-                           waitfd)
+            _join_and_fork(pspec, caps, ns_fds, console_sock, preserve, child, filt,
+                           None if born is not None else cgroup, waitfd)
         joiner = 0
         if direct:
             pid = _fork_direct(pspec, caps, ns_fds, console_sock, preserve, child, filt,
-                               waitfd, (parent, console_parent))
+                               waitfd, (parent, console_parent), cgroup)
             direct = pid > 0
         if not direct:
-            joiner = fork_child(child, joiner_body)
+            joiner = fork_child(child, joiner_body, cgroup=born)
         if waitfd >= 0:
             os.close(waitfd)
     finally:
@@ -218,7 +223,7 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
     child.close()
     if console_sock is not None:
         console_sock.close()
-    if direct:
+    if direct and cgroup is not None and born is None:
         _place(cgroup, pid, parent)
     # the joiner sends "pid", the process "ready": two writers, either order
     ready = False
@@ -258,10 +263,15 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
 
 
 def _fork_direct(pspec: dict, caps, ns_fds: list[tuple[str, int, int]], console,
-                 preserve: int, chan: Channel, filt, waitfd: int, ours: tuple) -> int:
+                 preserve: int, chan: Channel, filt, waitfd: int, ours: tuple,
+                 cgroup) -> int:
     """Fork the process from hako itself (root, no user namespace to join):
     setns(pid) decides only where our children go, and is undone right after.
-    0 when we could not go back (see process.own_pidns): the joiner does it."""
+    0 when we could not go back (see process.own_pidns): the joiner does it.
+    A quick.Joiner ``cgroup`` is joined at birth; any other is hako's to
+    enter while the process waits for "placed" (_place)."""
+    from runtime.cgroups.quick import Joiner
+    born = isinstance(cgroup, Joiner)
     sc = S.SYS
     own = -1
     pidns = [fd for t, fd, _ in ns_fds if t == "pid"]
@@ -284,9 +294,10 @@ def _fork_direct(pspec: dict, caps, ns_fds: list[tuple[str, int, int]], console,
         for t, fd, flag in ns_fds:
             if t != "pid":
                 sc.setns(fd, flag, f"{t} namespace of the container")
-        _become_and_exec(pspec, caps, console, preserve, chan, filt, waitfd, placed=True)
+        _become_and_exec(pspec, caps, console, preserve, chan, filt, waitfd,
+                         placed=cgroup is not None and not born)
 
-    return fork_and_return(own, chan, body)
+    return fork_and_return(own, chan, body, cgroup=cgroup if born else None)
 
 
 def _place(cgroup, pid: int, parent: Channel) -> None:

@@ -25,6 +25,9 @@ class Launch:
         self.preserve_fds = preserve_fds
         self.console_socket = console_socket
         self.cgroup = None  # runtime.cgroups Manager: stage-1 joins it first
+        #: runtime.cgroups.quick.Joiner: the first child (stage-1, or the init
+        #: forked directly) joins it as it is born (process.fork_child)
+        self.cgroup_joiner = None
         #: v1 controller -> the container's cgroup dir, when the parent moves the
         #: init there in parallel (the init's cgroup mount binds these)
         self.cgroup_dirs: dict[str, str] | None = None

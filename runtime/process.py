@@ -35,16 +35,23 @@ from runtime.launch import Launch
 from runtime.namespaces import FLAGS, JOIN_ORDER
 
 
-def fork_child(chan: Channel, body, *args) -> int:
+def fork_child(chan: Channel, body, *args, cgroup=None) -> int:
     """Fork; the child runs ``body(*args)`` and leaves with os._exit: 0 when
     it returns, 1 after sending any exception as {"error": line} on ``chan``.
-    (A forked child must never return into the caller's code.)"""
+    (A forked child must never return into the caller's code.)
+
+    ``cgroup`` (runtime.cgroups.quick.Joiner): the child joins it before
+    anything else, born inside its cgroup2 directory when the kernel can
+    (clone3 CLONE_INTO_CGROUP) and writing itself into the v1 ones, so that
+    neither side waits on the cgroup lock (see Joiner)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    pid, born_inside = _fork(cgroup)
     if pid == 0:
         code = 1
         try:
+            if cgroup is not None:
+                cgroup.enter_self(born_inside)
             body(*args)
             code = 0
         except BaseException as e:  # noqa: BLE001
@@ -55,6 +62,23 @@ def fork_child(chan: Channel, body, *args) -> int:
         finally:
             os._exit(code)
     return pid
+
+
+def _fork(cgroup) -> tuple[int, bool]:
+    """(os.fork()'s answer, whether the child was born in the cgroup2 dir)."""
+    fd = cgroup.open_unified() if cgroup is not None else -1
+    if fd < 0:
+        return os.fork(), False
+    try:
+        pid = S.SYS.clone_into_cgroup(fd)
+    except OSError:
+        # no clone3 here, or the kernel refused the cgroup: the child's own
+        # write to cgroup.procs joins it, or says why it cannot
+        pid = -1
+    os.close(fd)  # in both: the container must not inherit a host directory
+    if pid < 0:
+        return os.fork(), False
+    return pid, True
 
 
 def spawn(launch: Launch, chan: Channel, child: Channel, close_in_child: list[int],
@@ -80,7 +104,7 @@ def spawn(launch: Launch, chan: Channel, child: Channel, close_in_child: list[in
             os.close(fd)
         chan.close()
         _stage1(launch, child)
-    return fork_child(child, body), 0
+    return fork_child(child, body, cgroup=launch.cgroup_joiner), 0
 
 
 def direct(launch: Launch) -> bool:
@@ -123,14 +147,14 @@ def _spawn_direct(launch: Launch, chan: Channel, child: Channel,
                               f"{os.strerror(e.errno)}") from None
         _run_init(launch, child)
 
-    return fork_and_return(own, child, body)
+    return fork_and_return(own, child, body, cgroup=launch.cgroup_joiner)
 
 
-def fork_and_return(own: int, chan: Channel, body) -> int:
+def fork_and_return(own: int, chan: Channel, body, cgroup=None) -> int:
     """fork_child, then back into hako's own pid namespace (``own``: its fd
     from own_pidns, or -1 when the fork's namespace was not changed)."""
     try:
-        return fork_child(chan, body)
+        return fork_child(chan, body, cgroup=cgroup)
     finally:
         if own >= 0:
             try:

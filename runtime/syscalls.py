@@ -25,6 +25,10 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_CHILD_CLEARTID = 0x00200000
+CLONE_CHILD_SETTID = 0x01000000
+CLONE_INTO_CGROUP = 0x200000000
+SIGCHLD = 17
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -80,11 +84,11 @@ _NR = {
     "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "openat2": 437,
                "close_range": 436, "pidfd_open": 434, "pidfd_send_signal": 424,
                "mount_setattr": 442, "ioprio_set": 251, "seccomp": 317,
-               "sched_setattr": 314},
+               "sched_setattr": 314, "clone3": 435},
     "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "openat2": 437,
                 "close_range": 436, "pidfd_open": 434, "pidfd_send_signal": 424,
                 "mount_setattr": 442, "ioprio_set": 30, "seccomp": 277,
-                "sched_setattr": 274},
+                "sched_setattr": 274, "clone3": 435},
 }.get(_ARCH, {})
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -130,6 +134,45 @@ class _SchedAttr(ctypes.Structure):
                 ("sched_priority", ctypes.c_uint32), ("sched_runtime", ctypes.c_uint64),
                 ("sched_deadline", ctypes.c_uint64), ("sched_period", ctypes.c_uint64),
                 ("sched_util_min", ctypes.c_uint32), ("sched_util_max", ctypes.c_uint32)]
+
+
+class _CloneArgs(ctypes.Structure):
+    """struct clone_args up to ``cgroup`` (CLONE_ARGS_SIZE_VER2, 88 bytes)."""
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack",
+        "stack_size", "tls", "set_tid", "set_tid_size", "cgroup")]
+
+
+class _Forker:
+    """What os.fork does around fork(2), for clone3: CPython's fork hooks
+    (PyOS_BeforeFork / PyOS_AfterFork_*: the import lock, the GIL and thread
+    states, os.register_at_fork), and glibc's cached tid of the calling
+    thread, which its fork() has the kernel write in the child
+    (CLONE_CHILD_SETTID). Where that tid lives is glibc's own business; its
+    debugger interface publishes it (``_thread_db_pthread_tid``: bits, count,
+    offset into struct pthread). Without it (another libc) there is no clone3
+    fork, and callers fork(2) as before."""
+
+    def __init__(self) -> None:
+        py = ctypes.PyDLL(None, use_errno=True)  # the GIL stays held across the call
+        self.syscall = py.syscall
+        self.syscall.restype = ctypes.c_long
+        for name in ("PyOS_BeforeFork", "PyOS_AfterFork_Child", "PyOS_AfterFork_Parent"):
+            getattr(py, name).restype = None
+        self.before = py.PyOS_BeforeFork
+        self.child = py.PyOS_AfterFork_Child
+        self.parent = py.PyOS_AfterFork_Parent
+        desc = ctypes.c_uint32.in_dll(_libc, "_thread_db_pthread_tid")
+        bits = desc.value
+        offset = ctypes.c_uint32.from_address(ctypes.addressof(desc) + 8).value
+        if bits != 32 or not 0 < offset < 4096:
+            raise OSError(38, "clone3: this libc's thread descriptor is not understood")
+        self_ = _libc.pthread_self
+        self_.restype = ctypes.c_ulong
+        self.tid_slot = self_() + offset
+
+
+_FORKER: "_Forker | None" = None
 
 
 class _Rlimit(ctypes.Structure):
@@ -290,6 +333,37 @@ class Syscalls:
         if r < 0:
             raise _fail(f"seccomp(SET_MODE_FILTER, flags {flags:#x})")
         return r
+
+    def clone_into_cgroup(self, cgroup_fd: int) -> int:
+        """fork(2) whose child starts inside the cgroup2 directory
+        ``cgroup_fd`` (clone3 CLONE_INTO_CGROUP): nobody migrates it later, so
+        nobody waits for the RCU grace period that a write to cgroup.procs
+        does (5-25 ms after a quiet spell). Returns as os.fork does; OSError,
+        with nothing forked, when the kernel (before 5.7: ENOSYS, E2BIG) or
+        libc cannot, or the kernel refuses that cgroup (callers then fork and
+        write cgroup.procs, whose error is the one to report)."""
+        global _FORKER
+        nr = _NR.get("clone3")
+        if nr is None:
+            raise OSError(38, "clone3: unknown on this architecture")
+        if _FORKER is None:
+            try:
+                _FORKER = _Forker()
+            except (AttributeError, ValueError) as e:  # a symbol dlsym cannot find
+                raise OSError(38, f"clone3: {e}") from None
+        f = _FORKER
+        args = _CloneArgs(flags=CLONE_INTO_CGROUP | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID,
+                          child_tid=f.tid_slot, exit_signal=SIGCHLD, cgroup=cgroup_fd)
+        f.before()
+        pid = f.syscall(ctypes.c_long(nr), ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+        if pid == 0:
+            f.child()
+            return 0
+        err = ctypes.get_errno()
+        f.parent()
+        if pid < 0:
+            raise OSError(err, f"clone3(CLONE_INTO_CGROUP): {os.strerror(err)}")
+        return pid
 
     def pidfd_open(self, pid: int) -> int:
         fd = _syscall(ctypes.c_long(_NR["pidfd_open"]), ctypes.c_int(pid), ctypes.c_uint(0))

@@ -9,6 +9,7 @@ rootfs tests want to exercise on a real (unprivileged) directory tree.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +91,11 @@ class FakeSyscalls(Syscalls):
 
     def capset(self, effective, permitted, inheritable):
         self._record("capset", effective, permitted, inheritable)
+
+    def clone_into_cgroup(self, cgroup_fd):
+        """Never forks: as a kernel without clone3 (callers then fork(2))."""
+        self._record("clone_into_cgroup", cgroup_fd)
+        raise OSError(errno.ENOSYS, "clone3(CLONE_INTO_CGROUP): fake")
 
     def madvise(self, addr, length, advice):
         self._record("madvise", addr, length, advice)

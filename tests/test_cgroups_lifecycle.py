@@ -170,3 +170,43 @@ def test_hako_killed_mid_create_leaves_nothing_after_delete(rt):
     assert not (rt.state_dir / cid).exists()
     support.wait_until(lambda: not any(os.path.exists(x) for x in paths),
                        what="the cgroup to be removed")
+
+
+def _host_cgroup(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return sorted(f.read().splitlines())
+
+
+@pytest.mark.parametrize("variant", ["plain", "cgroupns", "hooks"])
+def test_init_and_exec_are_born_in_every_hierarchy(rt, variant):
+    """The init (create) and an exec'd process join the container's cgroup
+    as they are born (clone3 into the cgroup2 dir, their own write to each v1
+    `tasks`), on each of create's paths: the init forked directly, with a
+    cgroup namespace, and through stage-1 when hooks run. Seen from the host:
+    every hierarchy names the container's cgroup, the exec'd process is
+    exactly where the init is, and holds no fd of a host cgroup directory."""
+    root_only(rt)
+    cid = rt.new_id()
+    patch = {}
+    if variant == "cgroupns":
+        patch = lambda c: c["linux"]["namespaces"].append({"type": "cgroup"}) or c  # noqa: E731
+    elif variant == "hooks":
+        patch = {"hooks": {"createRuntime": [{"path": "/bin/true"}]}}
+    pidfile = rt.dir / f"{cid}.pid"
+    r = rt.hako("run", "-d", "--pid-file", pidfile, "--bundle",
+                rt.bundle(["sleep", "1000"], patch=patch), cid)
+    assert r.returncode == 0, r.stderr
+    init = int(pidfile.read_text())
+    lines = _host_cgroup(init)  # every hierarchy the host has, each a line
+    assert lines and all(line.endswith("/" + cid) for line in lines), lines
+    epid = rt.dir / f"{cid}.exec.pid"
+    r = rt.hako("exec", "-d", "--pid-file", epid, cid, "sleep", "1000")
+    assert r.returncode == 0, r.stderr
+    proc = int(epid.read_text())
+    assert _host_cgroup(proc) == lines
+    fds = [os.readlink(f"/proc/{proc}/fd/{n}") for n in os.listdir(f"/proc/{proc}/fd")]
+    assert not any("cgroup" in t for t in fds), fds
+    r = rt.hako("exec", cid, "sh", "-c", "cat /proc/1/cgroup; echo --; cat /proc/self/cgroup")
+    assert r.returncode == 0, r.stderr
+    inside_init, _, inside_self = r.stdout.partition("--\n")
+    assert inside_init == inside_self

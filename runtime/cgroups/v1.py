@@ -14,6 +14,7 @@ import os
 
 from runtime.cgroups import fsutil
 from runtime.cgroups.base import FREEZE_TIMEOUT, Manager, needed_controllers, nz, warn
+from runtime.cgroups.quick import hierarchy_dirs
 from runtime.cgroups.v2 import V2_NAME, V2Dir, controllers_of
 from runtime.errors import HakoError
 
@@ -38,13 +39,7 @@ class V1Manager(Manager):
             self.driver = "hybrid"
 
     def dirs(self) -> list[str]:
-        seen: list[str] = []
-        for p in self.paths.values():
-            if p not in seen:
-                seen.append(p)
-        if self.unified is not None:
-            seen.append(self.unified.path)
-        return seen
+        return hierarchy_dirs(self.paths, self.unified.path if self.unified is not None else None)
 
     def _primary(self) -> str | None:
         for c in ("pids", "freezer", "memory", "devices", "cpu", "cpuacct", "blkio", "cpuset"):

@@ -72,3 +72,60 @@ def test_exec_leaves_other_drivers_to_their_manager(monkeypatch):
     assert quick.joiner({"hako": {"cgroup": record}}) == "mgr"
     assert quick.joiner({"hako": {"cgroup": {"driver": "v2", "path": "relative"}}}) == "mgr"
     assert made == [record, {"driver": "v2", "path": "relative"}]
+
+
+def test_a_record_splits_into_v1_dirs_and_the_cgroup2_one():
+    hybrid = {"driver": "hybrid", "paths": {"cpu": "/c/cpu", "cpuacct": "/c/cpu", "pids": "/c/p"},
+              "unified": ["/u", "/u/x"]}
+    j = quick.Joiner.from_record(hybrid)
+    assert (j.v1, j.unified, j.dirs) == (["/c/cpu", "/c/p"], "/u/x", ["/c/cpu", "/c/p", "/u/x"])
+    j = quick.Joiner.from_record({"driver": "v1", "paths": {"pids": "/c/p"}})
+    assert (j.v1, j.unified) == (["/c/p"], None)
+    j = quick.Joiner.from_record({"driver": "v2", "path": "/g/x"})
+    assert (j.v1, j.unified) == ([], "/g/x")
+    for other in ({"driver": "systemd", "inner": "v2", "path": "/g/x.scope"}, None, {},
+                  {"driver": "v2", "path": "rel"}, {"driver": "v1", "paths": {"pids": "rel"}},
+                  {"driver": "hybrid", "paths": {}, "unified": ["/u", "rel"]}):
+        assert quick.Joiner.from_record(other) is None
+    assert quick.dirs_of(hybrid) == ["/c/cpu", "/c/p", "/u/x"]
+
+
+def test_the_v1_driver_lists_its_dirs_as_the_record_does():
+    from runtime.cgroups.v1 import V1Manager
+    m = V1Manager.__new__(V1Manager)
+    m.paths = {"cpu": "/c/cpu", "cpuacct": "/c/cpu", "pids": "/c/p"}
+    m.unified = None
+    assert m.dirs() == quick.hierarchy_dirs(m.paths, None) == ["/c/cpu", "/c/p"]
+
+
+def test_joining_oneself_writes_tasks_in_v1_and_procs_in_cgroup2(tmp_path, monkeypatch):
+    from runtime.cgroups import fsutil
+    log: list = []
+    monkeypatch.setattr(fsutil, "WRITE_LOG", log)
+    dirs = []
+    for n in ("a", "b", "u"):
+        (tmp_path / n).mkdir()
+        for f in ("tasks", "cgroup.procs"):
+            (tmp_path / n / f).write_text("")
+        dirs.append(str(tmp_path / n))
+    j = quick.Joiner(dirs[:2], dirs[2])
+    j.enter_self(born_inside=True)  # clone3 put it in the cgroup2 one already
+    assert log == [(f"{dirs[0]}/tasks", "0"), (f"{dirs[1]}/tasks", "0")]
+    log.clear()
+    j.enter_self(born_inside=False)
+    assert log == [(f"{dirs[0]}/tasks", "0"), (f"{dirs[1]}/tasks", "0"),
+                   (f"{dirs[2]}/cgroup.procs", "0")]
+
+
+def test_the_cgroup2_dir_is_opened_o_path_and_cloexec(tmp_path):
+    import fcntl
+    import os
+    assert quick.Joiner(["/c"], None).open_unified() == -1
+    assert quick.Joiner([], str(tmp_path / "gone")).open_unified() == -1
+    fd = quick.Joiner([], str(tmp_path)).open_unified()
+    try:
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_PATH
+        assert os.readlink(f"/proc/self/fd/{fd}") == str(tmp_path)
+    finally:
+        os.close(fd)
