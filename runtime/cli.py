@@ -32,7 +32,7 @@ COMMANDS: dict[str, tuple[list[str], str, str]] = {
     "exec": (["process|p=", "console-socket=", "pidfd-socket=", "cwd=", "env|e*", "tty|t",
               "user|u=", "additional-gids|g*", "cap|c*", "no-new-privs", "detach|d",
               "pid-file=", "preserve-fds=", "apparmor=", "process-label=", "ignore-paused",
-              "cgroup=", "help|h"],
+              "cgroup*", "help|h"],
              "<container-id> <command> [command options]",
              "execute new process inside the container"),
     "ps": (["format|f=", "help|h"], "<container-id> [-- ps options]",

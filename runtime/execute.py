@@ -125,7 +125,12 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
         state = c.state
         init_pid = c.pid
         from runtime.cgroups.quick import Joiner, joiner
-        cgroup = joiner(state)
+        if opts.get("cgroup"):  # a sub-cgroup (runc's exec --cgroup)
+            from runtime.cgroups import subcgroup
+            cgroup = subcgroup.joiner_for((state.get("hako") or {}).get("cgroup"),
+                                          subcgroup.parse(opts["cgroup"]))
+        else:
+            cgroup = joiner(state)
         born = cgroup if isinstance(cgroup, Joiner) else None  # joins at fork
         try:
             with open(os.path.join(c.dir, "config.json"), "rb") as f:

@@ -210,3 +210,85 @@ def test_init_and_exec_are_born_in_every_hierarchy(rt, variant):
     assert r.returncode == 0, r.stderr
     inside_init, _, inside_self = r.stdout.partition("--\n")
     assert inside_init == inside_self
+
+
+def _make_sub(rt, cid: str, name: str) -> None:
+    """A sub-cgroup in each of the container's hierarchies (cpuset needs
+    its cpus and mems filled in before a process may join)."""
+    for d in set(cgroup_paths(rt, cid)):
+        sub = os.path.join(d, name)
+        os.mkdir(sub)
+        if os.path.exists(os.path.join(d, "cpuset.cpus")):
+            for f in ("cpuset.cpus", "cpuset.mems"):
+                with open(os.path.join(d, f)) as src:
+                    value = src.read().strip()
+                with open(os.path.join(sub, f), "w") as dst:
+                    dst.write(value)
+
+
+def _procs(rt, cid) -> set[int]:
+    st = json.loads((rt.state_dir / cid / "state.json").read_text())
+    with open(st["hako"]["cgroup"]["paths"]["pids"] + "/cgroup.procs") as f:
+        return {int(p) for p in f.read().split()}
+
+
+def test_exec_into_a_sub_cgroup(rt):
+    """runc's exec --cgroup: a bare path moves every hierarchy, a controller
+    prefix only its own; the sub-cgroup must exist and stay inside; a refusal
+    starts no process. `delete` removes the sub-cgroups too."""
+    root_only(rt)
+    cid = rt.new_id()
+    r = rt.hako("run", "-d", "--bundle", rt.bundle(["sleep", "1000"]), cid)
+    assert r.returncode == 0, r.stderr
+    _make_sub(rt, cid, "sub")
+    r = rt.hako("exec", "--cgroup", "sub", cid, "cat", "/proc/self/cgroup")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines and all(line.endswith(f"/{cid}/sub") for line in lines), lines
+    r = rt.hako("exec", "--cgroup", "pids,memory:sub", cid, "cat", "/proc/self/cgroup")
+    assert r.returncode == 0, r.stderr
+    moved = {line.split(":")[1] for line in r.stdout.splitlines() if line.endswith("/sub")}
+    assert moved == {"pids", "memory"}, r.stdout
+    before = _procs(rt, cid)
+    for arg, why in (("nosuch", "no such sub-cgroup"), ("../x", "leads out of"),
+                     ("net_cls:sub", "no net_cls hierarchy")):
+        r = rt.hako("exec", "--cgroup", arg, cid, "true")
+        assert r.returncode == 1 and why in r.stderr, (arg, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert _procs(rt, cid) == before
+    paths = cgroup_paths(rt, cid)
+    assert rt.hako("delete", "--force", cid).returncode == 0
+    assert not any(os.path.exists(p) for p in paths)
+
+
+def test_exec_into_a_sub_cgroup_as_runc_does(rt):
+    """Differential: the same --cgroup arguments put the process in the same
+    place under runc (relative to each runtime's container cgroup)."""
+    root_only(rt)
+    bundle = rt.bundle(["sleep", "1000"])
+    views = {}
+    for name, call in (("hako", rt.hako), ("runc", rt.runc)):
+        cid = rt.new_id()
+        r = call("run", "-d", "--bundle", bundle, cid)
+        assert r.returncode == 0, r.stderr
+        try:
+            pid = json.loads(call("state", cid).stdout)["pid"]
+            with open(f"/proc/{pid}/cgroup") as f:
+                dirs = {}
+                for line in f.read().splitlines():
+                    _, ctrls, rel = line.split(":", 2)
+                    dirs[ctrls] = rel
+            for ctrls, rel in dirs.items():  # the same tree in both runtimes' cgroups
+                mount = "/sys/fs/cgroup/" + (ctrls.replace("name=", "") if ctrls else "unified")
+                if not ctrls and not os.path.isdir(mount):
+                    mount = "/sys/fs/cgroup"  # cgroup v2 alone
+                if os.path.isdir(mount + rel):
+                    os.mkdir(mount + rel + "/sub")
+            r = call("exec", "--cgroup", "pids:sub", "--cgroup", "memory:sub", cid,
+                     "cat", "/proc/self/cgroup")
+            assert r.returncode == 0, (name, r.stderr)
+            views[name] = sorted(line.split(":")[1] + ("/sub" if line.endswith("/sub") else "")
+                                 for line in r.stdout.splitlines())
+        finally:
+            call("delete", "--force", cid)
+    assert views["hako"] == views["runc"], views
