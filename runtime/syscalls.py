@@ -167,9 +167,13 @@ class _Forker:
         offset = ctypes.c_uint32.from_address(ctypes.addressof(desc) + 8).value
         if bits != 32 or not 0 < offset < 4096:
             raise OSError(38, "clone3: this libc's thread descriptor is not understood")
-        self_ = _libc.pthread_self
-        self_.restype = ctypes.c_ulong
-        self.tid_slot = self_() + offset
+        self.offset = offset
+        self.pthread_self = _libc.pthread_self
+        self.pthread_self.restype = ctypes.c_ulong
+
+    def tid_slot(self) -> int:
+        """Where the calling thread's struct pthread keeps its tid."""
+        return self.pthread_self() + self.offset
 
 
 _FORKER: "_Forker | None" = None
@@ -353,7 +357,7 @@ class Syscalls:
                 raise OSError(38, f"clone3: {e}") from None
         f = _FORKER
         args = _CloneArgs(flags=CLONE_INTO_CGROUP | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID,
-                          child_tid=f.tid_slot, exit_signal=SIGCHLD, cgroup=cgroup_fd)
+                          child_tid=f.tid_slot(), exit_signal=SIGCHLD, cgroup=cgroup_fd)
         f.before()
         pid = f.syscall(ctypes.c_long(nr), ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
         if pid == 0:

@@ -197,7 +197,7 @@ def test_a_cloned_child_is_a_sound_process(host_cgroup):
     def body(chan: Channel) -> None:
         import threading
         from runtime import ctlite
-        slot = ctlite.c_int.from_address(S._FORKER.tid_slot).value
+        slot = ctlite.c_int.from_address(S._FORKER.tid_slot()).value
         got = []
         t = threading.Thread(target=lambda: got.append(threading.get_native_id()))
         t.start()
