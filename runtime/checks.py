@@ -38,8 +38,7 @@ def check_supported(spec: dict, launch, *, console_socket: str | None, detach: b
         check_socket_path(console_socket)
     for key, what in (("intelRdt", "Intel RDT (resctrl) is not supported by hako"),
                       ("netDevices", "moving host network devices into the container is not "
-                                     "supported yet"),
-                      ("memoryPolicy", "NUMA memory policies are not supported yet")):
+                                     "supported yet")):
         if linux.get(key):
             raise HakoError(f"config.json: linux.{key}: {what}")
     from runtime import security

@@ -51,7 +51,7 @@ def _cgroup() -> dict:
 
 
 def features() -> dict:
-    from runtime import security
+    from runtime import mempolicy, security
     last = capabilities.last_cap()
     sec = _seccomp()
     version = sec.pop("_version", None)
@@ -71,6 +71,8 @@ def features() -> dict:
             "apparmor": {"enabled": security.apparmor_enabled()},
             "selinux": {"enabled": security.selinux_enabled()},
             "intelRdt": {"enabled": False},
+            # linux.memoryPolicy (runtime/mempolicy.py): every mode and flag is recognized
+            "memoryPolicy": {"modes": list(mempolicy.MODES), "flags": list(mempolicy.FLAGS)},
             "mountExtensions": {"idmap": {"enabled": False}},
         },
         "annotations": annotations,

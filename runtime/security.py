@@ -77,6 +77,7 @@ _MAX_CPU = 8192  # the kernel's NR_CPUS ceiling
 from runtime.validators import as_int as _int  # noqa: E402
 from runtime.validators import as_obj as _obj  # noqa: E402
 from runtime.validators import as_str as _str  # noqa: E402
+from runtime.validators import number_list  # noqa: E402
 from runtime.validators import shown as _j  # noqa: E402
 
 
@@ -181,27 +182,7 @@ def ioprio_of(proc: dict) -> int | None:
 # -- CPU affinity --------------------------------------------------------------
 def parse_cpus(text, where: str) -> set[int]:
     """A kernel cpu list ("0-3,7", "0-7:2") as a set; "" is the empty set."""
-    text = _str(text, where)
-    cpus: set[int] = set()
-    bad = HakoError(f'{where}: {text!r} is not a CPU list (like "0-3,7")')
-    for part in text.replace(" ", "").split(","):
-        if not part:
-            if text.strip():
-                raise bad
-            continue
-        rng, _, stride = part.partition(":")
-        lo, dash, hi = rng.partition("-")
-        if not (lo.isdigit() and lo.isascii() and (not dash or (hi.isdigit() and hi.isascii()))
-                and (not stride or (stride.isdigit() and stride.isascii()))):
-            raise bad
-        a, b = int(lo), int(hi) if dash else int(lo)
-        step = int(stride) if stride else 1
-        if a > b or step < 1 or (stride and not dash):
-            raise bad
-        if b >= _MAX_CPU:
-            raise HakoError(f"{where}: CPU {b} is beyond the kernel's limit ({_MAX_CPU - 1})")
-        cpus.update(range(a, b + 1, step))
-    return cpus
+    return number_list(text, where, "CPU", _MAX_CPU)
 
 
 def affinity_of(proc: dict) -> tuple[set[int] | None, set[int] | None]:
@@ -254,6 +235,9 @@ def check_process_attrs(spec: dict) -> None:
     scheduler_of(proc)
     ioprio_of(proc)
     affinity_of(proc)
+    if (spec.get("linux") or {}).get("memoryPolicy") is not None:
+        from runtime import mempolicy
+        mempolicy.of(spec["linux"])
 
 
 def apply_initial_affinity(spec: dict, sc: S.Syscalls = S.SYS) -> None:
@@ -266,7 +250,8 @@ def apply_initial_affinity(spec: dict, sc: S.Syscalls = S.SYS) -> None:
 
 def apply_process_attrs(spec: dict, sc: S.Syscalls = S.SYS) -> None:
     """Init, before the capabilities are dropped: ioPriority, scheduler,
-    execCPUAffinity.final, personality. Each failure names its field."""
+    execCPUAffinity.final, personality, linux.memoryPolicy. Each failure
+    names its field."""
     proc = spec.get("process") or {}
     ioprio = ioprio_of(proc)
     if ioprio is not None:
@@ -302,6 +287,9 @@ def apply_process_attrs(spec: dict, sc: S.Syscalls = S.SYS) -> None:
         except OSError as e:
             raise HakoError(f"process.personality: personality({persona:#x}): "
                             f"{e.strerror}") from None
+    if (spec.get("linux") or {}).get("memoryPolicy") is not None:
+        from runtime import mempolicy
+        mempolicy.apply(spec["linux"], sc)
 
 
 # -- LSMs ----------------------------------------------------------------------

@@ -84,11 +84,11 @@ _NR = {
     "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "openat2": 437,
                "close_range": 436, "pidfd_open": 434, "pidfd_send_signal": 424,
                "mount_setattr": 442, "ioprio_set": 251, "seccomp": 317,
-               "sched_setattr": 314, "clone3": 435},
+               "sched_setattr": 314, "clone3": 435, "set_mempolicy": 238},
     "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "openat2": 437,
                 "close_range": 436, "pidfd_open": 434, "pidfd_send_signal": 424,
                 "mount_setattr": 442, "ioprio_set": 30, "seccomp": 277,
-                "sched_setattr": 274, "clone3": 435},
+                "sched_setattr": 274, "clone3": 435, "set_mempolicy": 237},
 }.get(_ARCH, {})
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -368,6 +368,17 @@ class Syscalls:
         if pid < 0:
             raise OSError(err, f"clone3(CLONE_INTO_CGROUP): {os.strerror(err)}")
         return pid
+
+    def set_mempolicy(self, mode: int, nodes: list[int]) -> None:
+        """``mode`` with its MPOL_F_* flags; ``nodes`` the node numbers."""
+        words = max(nodes) // 64 + 1 if nodes else 1
+        mask = (ctypes.c_ulong * words)()
+        for n in nodes:
+            mask[n // 64] |= 1 << (n % 64)
+        # maxnode counts one more bit than the mask holds (the kernel's off-by-one)
+        if _syscall(ctypes.c_long(_NR["set_mempolicy"]), ctypes.c_int(mode),
+                    mask if nodes else None, ctypes.c_ulong(words * 64 + 1 if nodes else 0)) != 0:
+            raise _fail(f"set_mempolicy({mode:#x})")
 
     def pidfd_open(self, pid: int) -> int:
         fd = _syscall(ctypes.c_long(_NR["pidfd_open"]), ctypes.c_int(pid), ctypes.c_uint(0))

@@ -48,3 +48,29 @@ def as_obj(v, where: str) -> dict:
     if not isinstance(v, dict):
         raise HakoError(f"{where}: must be an object, not {shown(v)}")
     return v
+
+
+def number_list(text, where: str, what: str, limit: int) -> set[int]:
+    """A kernel list of CPUs or nodes ("0-3,7", "0-7:2") as a set; "" is the
+    empty set. ``limit``: the first number the kernel refuses."""
+    text = as_str(text, where)
+    cpus: set[int] = set()
+    bad = HakoError(f'{where}: {text!r} is not a {what} list (like "0-3,7")')
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            if text.strip():
+                raise bad
+            continue
+        rng, _, stride = part.partition(":")
+        lo, dash, hi = rng.partition("-")
+        if not (lo.isdigit() and lo.isascii() and (not dash or (hi.isdigit() and hi.isascii()))
+                and (not stride or (stride.isdigit() and stride.isascii()))):
+            raise bad
+        a, b = int(lo), int(hi) if dash else int(lo)
+        step = int(stride) if stride else 1
+        if a > b or step < 1 or (stride and not dash):
+            raise bad
+        if b >= limit:
+            raise HakoError(f"{where}: {what} {b} is beyond the kernel's limit ({limit - 1})")
+        cpus.update(range(a, b + 1, step))
+    return cpus

@@ -92,6 +92,9 @@ class FakeSyscalls(Syscalls):
     def capset(self, effective, permitted, inheritable):
         self._record("capset", effective, permitted, inheritable)
 
+    def set_mempolicy(self, mode, nodes):
+        self._record("set_mempolicy", mode, list(nodes))
+
     def clone_into_cgroup(self, cgroup_fd):
         """Never forks: as a kernel without clone3 (callers then fork(2))."""
         self._record("clone_into_cgroup", cgroup_fd)

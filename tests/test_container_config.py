@@ -253,11 +253,61 @@ def test_exec_inherits_seccomp(rt):
 @pytest.mark.parametrize("key,value", [
     ("intelRdt", {"closID": "x", "l3CacheSchema": "L3:0=f"}),
     ("netDevices", {"eth9": {"name": "eth9"}}),
-    ("memoryPolicy", {"mode": "MPOL_BIND", "nodes": "0"}),
 ])
 def test_unsupported_linux_fields_are_refused_not_ignored(rt, key, value):
     cid = rt.new_id()
     r = rt.hako("create", "--bundle", rt.bundle(["true"], patch={"linux": {key: value}}), cid)
     assert r.returncode != 0 and f"linux.{key}" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (rt.state_dir / cid).exists()
+
+
+def _numa_node0() -> bool:
+    return os.path.isdir("/sys/devices/system/node/node0")
+
+
+@pytest.mark.parametrize("policy,shown", [
+    ({"mode": "MPOL_BIND", "nodes": "0"}, "bind:0"),
+    ({"mode": "MPOL_BIND", "nodes": "0", "flags": ["MPOL_F_STATIC_NODES"]}, "bind=static:0"),
+    ({"mode": "MPOL_INTERLEAVE", "nodes": "0"}, "interleave:0"),
+    ({"mode": "MPOL_PREFERRED", "nodes": "0", "flags": ["MPOL_F_RELATIVE_NODES"]},
+     "prefer=relative:0"),
+    ({"mode": "MPOL_LOCAL", "nodes": ""}, "local"),
+])
+def test_memory_policy_of_the_init_and_of_exec(rt, policy, shown):
+    """linux.memoryPolicy: the container's process and an exec'd one run
+    under it, as numa_maps shows (the policy of a mapping without its own)."""
+    if not _numa_node0() or not os.path.exists("/proc/self/numa_maps"):
+        pytest.skip("no NUMA support in this kernel (no node0 or numa_maps)")
+    cid = rt.new_id()
+    bundle = rt.bundle(["sh", "-c", "head -1 /proc/self/numa_maps; sleep 1000"],
+                       patch={"linux": {"memoryPolicy": policy}})
+    p = rt.hako("run", "-d", "--bundle", bundle, cid)
+    assert p.returncode == 0, p.stderr
+    r = rt.hako("exec", cid, "head", "-1", "/proc/self/numa_maps")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[1] == shown, r.stdout
+    r = rt.hako("run", "--bundle", rt.bundle(["head", "-1", "/proc/self/numa_maps"],
+                                             patch={"linux": {"memoryPolicy": policy}}),
+                rt.new_id())
+    assert r.returncode == 0 and r.stdout.split()[1] == shown, (r.stdout, r.stderr)
+
+
+@pytest.mark.parametrize("policy,why", [
+    ({"mode": "MPOL_BIND", "nodes": ""}, "linux.memoryPolicy.nodes: MPOL_BIND needs at least one node"),
+    ({"mode": "MPOL_DEFAULT", "nodes": "0"}, "linux.memoryPolicy.nodes: MPOL_DEFAULT takes no nodes"),
+    ({"mode": "MPOL_BIND", "nodes": "0-x"}, "linux.memoryPolicy.nodes: '0-x' is not a node list"),
+    ({"mode": "MPOL_BIND", "nodes": "1023-1024"}, "node 1024 is beyond the kernel's limit"),
+    ({"mode": "MPOL_BIND", "nodes": "0", "flags": ["MPOL_F_STATIC_NODES", "MPOL_F_RELATIVE_NODES"]},
+     "exclude each other"),
+    ({"mode": "MPOL_INTERLEAVE", "nodes": "0", "flags": ["MPOL_F_NUMA_BALANCING"]},
+     "MPOL_F_NUMA_BALANCING is for MPOL_BIND only"),
+    ({"mode": "MPOL_BIND", "nodes": "1000"}, "linux.memoryPolicy: MPOL_BIND on nodes 1000: "),
+])
+def test_memory_policy_mistakes_are_one_line_and_leave_nothing(rt, policy, why):
+    cid = rt.new_id()
+    r = rt.hako("run", "--bundle", rt.bundle(["true"], patch={"linux": {"memoryPolicy": policy}}),
+                cid)
+    assert r.returncode != 0 and why in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (rt.state_dir / cid).exists()
