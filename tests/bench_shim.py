@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -214,8 +213,9 @@ def main() -> int:
 
     if os.geteuid() != 0:
         return skip("needs root (containerd runs as root here)")
+    import enginekit
     for b in ("containerd", "ctr", "containerd-shim-runc-v2"):
-        if not shutil.which(b):
+        if not enginekit.which(b):
             return skip(f"{b} is not installed (make host-deps installs it)")
     if not os.access(RUNC, os.X_OK):
         return skip(f"runc (the reference) is not at {RUNC}")
@@ -229,7 +229,6 @@ def main() -> int:
     if len(runtimes) == 1:
         return skip("no hako to measure (neither dist/hako nor .venv/bin/hako)")
 
-    import enginekit
     ShimEngine = make_engine_class()
     before = host_snapshot()
     # a SIGTERM (make interrupted) still runs the teardown below
@@ -251,6 +250,9 @@ def main() -> int:
             enginekit.wait_for(lambda: eng.status(eng.BOX) == "running", CMD_TIMEOUT,
                                f"the {LABELS[name]} container to run")
         results = measure(engines, a.rounds, a.gap_ms / 1000)
+    except (KeyboardInterrupt, SystemExit):
+        failed_run = True
+        print("bench_shim: interrupted: tearing down", file=sys.stderr)
     except enginekit.Unavailable as e:
         print(f"bench_shim: skipped: {e}")
     except (AssertionError, enginekit.support.RuntimeTimeout) as e:
