@@ -173,7 +173,8 @@ bench: install
 	if [ -e dist/hako ]; then $(MAKE) --no-print-directory binary >/dev/null; fi
 	env -u PYTHONDONTWRITEBYTECODE $(VPY) tests/bench.py --rounds $(BENCH_ROUNDS) --json bench.json $(BENCH_ARGS)
 	env -u PYTHONDONTWRITEBYTECODE $(VPY) tests/bench_pull.py --rounds $(BENCH_PULL_ROUNDS) --json bench-pull.json
-	echo "(machine-readable results: bench.json, bench-pull.json)"
+	if [ "$$(id -u)" = 0 ]; then env -u PYTHONDONTWRITEBYTECODE $(VPY) tests/bench_shim.py --json bench-shim.json; fi
+	echo "(machine-readable results: bench.json, bench-pull.json, bench-shim.json (as root))"
 
 # ---------------------------------------------------------------------------- binary
 # dist/hako: one self-contained x86-64 executable (no Python needed on the host):
