@@ -11,6 +11,7 @@ session keyring lists the marker in /proc/keys; one that joined
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -146,3 +147,36 @@ def test_keyring_matches_runc(rt, no_new_keyring):
     for k in ("init", "exec"):
         assert ours[k] == theirs[k], f"{k}: hako {ours[k]} runc {theirs[k]}"
 
+
+
+# runs argv[2:] under a seccomp filter that answers keyctl with errno argv[1]
+DENY_KEYCTL = """
+import os, sys
+from runtime import seccomp
+from runtime.syscalls import PR_SET_NO_NEW_PRIVS, SYS
+rule = {"names": ["keyctl"], "action": "SCMP_ACT_ERRNO", "errnoRet": int(sys.argv[1])}
+SYS.prctl(PR_SET_NO_NEW_PRIVS, 1)  # unprivileged, a filter needs it
+seccomp.prepare({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [rule]}).install(sc=SYS)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("err", [errno.EDQUOT, errno.ENOSYS], ids=["EDQUOT", "ENOSYS"])
+def test_a_keyring_error_fails_create_and_enosys_does_not(rt, err):
+    """keyctl failing for the whole runtime (a filter hako itself runs under):
+    a kernel without keyrings (ENOSYS) starts the container as before; any
+    other error fails it with one line naming the keyring, leaving nothing."""
+    cid = rt.new_id()
+    bundle = rt.bundle(["echo", "started"])
+    r = rt.run([sys.executable, "-c", DENY_KEYCTL, str(err),
+                *rt.hako_argv("run", "--bundle", bundle, cid)])
+    if err == errno.ENOSYS:
+        assert (r.returncode, r.stdout) == (0, "started\n"), r.stderr
+        return
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == (f"hako: run: session keyring _ses.{cid}: joining it: "
+                        f"{os.strerror(err)} (create/run --no-new-keyring keeps the caller's)\n")
+    assert not (rt.state_dir / cid).exists()
+    r = rt.run([sys.executable, "-c", DENY_KEYCTL, str(err),
+                *rt.hako_argv("run", "--no-new-keyring", "--bundle", bundle, cid)])
+    assert (r.returncode, r.stdout) == (0, "started\n"), r.stderr  # no keyctl at all
