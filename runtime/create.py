@@ -43,7 +43,8 @@ class Creation:
 
     def __init__(self, g: dict, cid: str, bundle: str, *, pid_file: str | None,
                  console_socket: str | None, no_pivot: bool, preserve_fds: int,
-                 detach: bool, subreaper: bool, verb: str) -> None:
+                 detach: bool, subreaper: bool, verb: str,
+                 no_new_keyring: bool = False) -> None:
         self.g = g
         self.cid = cid
         self.bundle = os.path.abspath(bundle or ".")
@@ -54,6 +55,7 @@ class Creation:
         self.detach = detach
         self.subreaper = subreaper
         self.verb = verb
+        self.no_new_keyring = no_new_keyring
         self.undo = Undo()
         self.spec: dict = {}
         self.rootless = False
@@ -132,6 +134,7 @@ class Creation:
             console_socket=self.console_socket)
         launch.extensions = self.extensions
         launch.waits = self.verb == "create"
+        launch.keyring = None if self.no_new_keyring else "_ses." + self.cid
         if listen:
             # socket activation, as runc: the fds come first, the process is told
             # (only the init: exec starts from the saved config without them)
@@ -370,6 +373,8 @@ class Creation:
                 "hooks": self.launch.hooks,
                 "cgroup": self.cgroup.to_state() if self.cgroup is not None else None,
                 "extensions": [e.name for e in self.extensions],
+                # exec joins "_ses.<id>" too, unless create had --no-new-keyring
+                "no_new_keyring": self.no_new_keyring,
             },
         }
         with open(os.path.join(c.dir, "config.json"), "w") as f:
@@ -409,12 +414,12 @@ class Creation:
 def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
            console_socket: str | None = None, no_pivot: bool = False,
            preserve_fds: int = 0, detach: bool = True, subreaper: bool = False,
-           verb: str = "create") -> tuple[Container, int, int]:
+           verb: str = "create", no_new_keyring: bool = False) -> tuple[Container, int, int]:
     """Returns the locked container, the init's pid and (run in the foreground
     with a terminal) the pty master, once the init waits for start."""
     return Creation(g, cid, bundle, pid_file=pid_file, console_socket=console_socket,
                     no_pivot=no_pivot, preserve_fds=preserve_fds, detach=detach,
-                    subreaper=subreaper, verb=verb).run()
+                    subreaper=subreaper, verb=verb, no_new_keyring=no_new_keyring).run()
 
 
 def _destroy_cgroup(cg) -> None:

@@ -35,7 +35,7 @@ from runtime import syscalls as S
 from runtime.channel import Channel
 from runtime.errors import HakoError, error_text
 from runtime.process import fork_and_return, fork_child, own_pidns
-from runtime.procsetup import become, close_inherited, exec_process, set_oom_score
+from runtime.procsetup import become, close_inherited, exec_process, join_keyring, set_oom_score
 from runtime.state import Container, state_root
 
 # Everything the forked child uses is imported above: after it joins the
@@ -144,7 +144,10 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
             proc["terminal"] = True
     detach = bool(opts.get("detach"))
     console_socket = opts.get("console-socket")
-    pspec = {"process": proc, "linux": spec.get("linux") or {}}
+    # the session keyring to join first, as runc's exec: None when the
+    # container was created with --no-new-keyring
+    keyring = None if state.get("hako", {}).get("no_new_keyring") else "_ses." + cid
+    pspec = {"process": proc, "linux": spec.get("linux") or {}, "keyring": keyring}
     security.lsm_check(pspec)
     security.check_process_attrs(pspec)
     filt = None
@@ -354,6 +357,9 @@ def _become_and_exec(pspec: dict, caps, console, preserve: int, chan: Channel, f
     """``placed``: wait until hako has moved us into the cgroup (_place)."""
     sc = S.SYS
     proc = pspec["process"]
+    # the container's "_ses.<id>" (the init's, when it may search it; else a
+    # new one): first, before the user switch and seccomp
+    join_keyring(pspec.get("keyring"), sc)
     # nothing of the caller's beyond stdio and --preserve-fds may be open when
     # we chdir into the container (CVE-2024-21626: /proc/self/fd/N as cwd)
     close_inherited(chan, console, filt, preserve, sc, extra=(waitfd,))

@@ -18,7 +18,8 @@ from runtime import syscalls as S
 from runtime.channel import Channel
 from runtime.errors import HakoError
 from runtime.procsetup import (
-    become, close_inherited, exec_process, make_cwd, set_oom_score, write_file,
+    KEY_OTH_SEARCH, KEY_USR_SEARCH, become, close_inherited, exec_process, join_keyring,
+    make_cwd, set_oom_score, write_file,
 )
 from runtime.launch import Launch
 from runtime.residency import drop_clean_pages, safe_under
@@ -35,6 +36,12 @@ def container_init(launch: Launch, chan: Channel) -> None:
     # be opened from the container without CAP_SYS_PTRACE. execve resets it.
     set_oom_score(proc)
     sc.prctl(S.PR_SET_DUMPABLE, 0)
+    # a session keyring of the container's own, as runc's init: first, inside
+    # the namespaces and as their root (it owns the keyring), before hooks,
+    # rootfs, the user switch and seccomp. Made searchable by runc's rule:
+    # by its owner's uid, by others in a user namespace.
+    join_keyring(launch.keyring, sc,
+                 KEY_OTH_SEARCH if plan.has("user") else KEY_USR_SEARCH)
     security.apply_initial_affinity(spec, sc)
     # the host pid, while the host's /proc is still there (seccomp listeners
     # and hooks are told it)

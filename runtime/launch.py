@@ -60,5 +60,8 @@ class Launch:
         #: the init waits for a `start` of its own (create, not run): it lets go
         #: of its clean pages while it waits (runtime/residency.py)
         self.waits = False
+        #: the session keyring the init joins (runc's "_ses.<id>"); None:
+        #: --no-new-keyring, it keeps the caller's
+        self.keyring: str | None = None
         caps = (spec.get("process") or {}).get("capabilities")
         self.caps = CapPlan(caps) if caps is not None else None  # validates names early

@@ -26,6 +26,39 @@ RLIMITS = {
 }
 
 
+# key permission bits (linux/key.h): search by the owner's uid, by others
+KEY_USR_SEARCH = 0x00080000
+KEY_OTH_SEARCH = 0x00000008
+
+
+def join_keyring(name: "str | None", sc: S.Syscalls = S.SYS, searchable: int = 0) -> None:
+    """Leave the caller's session keyring for the one named ``name`` (runc's
+    ``_ses.<id>``), so the container cannot read or add to the keys of
+    whoever started it; ``None``: keep it (--no-new-keyring). The init, which
+    makes the keyring, adds the ``searchable`` bits so that an exec'd process
+    may find it by name and join it too (runc's mask: every other bit kept).
+    First, before the user switch and seccomp (a profile may deny keyctl).
+    A kernel without keyrings (ENOSYS) is no error: this is best effort there."""
+    if name is None:
+        return
+    step = "joining it"
+    try:
+        serial = sc.join_session_keyring(name)
+        if searchable:
+            step = "making it searchable"
+            fields = sc.describe_key(serial).split(";")
+            sc.set_key_perm(serial, int(fields[3], 16) | searchable)
+    except OSError as e:
+        if e.errno == errno.ENOSYS and step == "joining it":
+            return
+        why = os.strerror(e.errno) if e.errno else str(e)
+        raise HakoError(f"session keyring {name}: {step}: {why} "
+                        f"(create/run --no-new-keyring keeps the caller's)") from None
+    except (IndexError, ValueError):
+        raise HakoError(f"session keyring {name}: {step}: its description is not "
+                        f"type;uid;gid;perm;name") from None
+
+
 def set_oom_score(proc: dict) -> None:
     """Before the process turns non-dumpable: after that its /proc/self files
     belong to root of the host's user namespace and a rootless write fails."""

@@ -78,17 +78,23 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
+# keyctl operations (linux/keyctl.h)
+KEYCTL_GET_KEYRING_ID = 0
+KEYCTL_JOIN_SESSION_KEYRING = 1
+KEYCTL_SETPERM = 5
+KEYCTL_DESCRIBE = 6
+
 _ARCH = os.uname().machine  # not platform.machine(): `platform` costs ~5 ms to import
 # Numbers of the calls glibc has no wrapper for (or that old glibc lacks).
 _NR = {
     "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "openat2": 437,
                "close_range": 436, "pidfd_open": 434, "pidfd_send_signal": 424,
                "mount_setattr": 442, "ioprio_set": 251, "seccomp": 317,
-               "sched_setattr": 314, "clone3": 435, "set_mempolicy": 238},
+               "sched_setattr": 314, "clone3": 435, "set_mempolicy": 238, "keyctl": 250},
     "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "openat2": 437,
                 "close_range": 436, "pidfd_open": 434, "pidfd_send_signal": 424,
                 "mount_setattr": 442, "ioprio_set": 30, "seccomp": 277,
-                "sched_setattr": 274, "clone3": 435, "set_mempolicy": 237},
+                "sched_setattr": 274, "clone3": 435, "set_mempolicy": 237, "keyctl": 219},
 }.get(_ARCH, {})
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -379,6 +385,44 @@ class Syscalls:
         if _syscall(ctypes.c_long(_NR["set_mempolicy"]), ctypes.c_int(mode),
                     mask if nodes else None, ctypes.c_ulong(words * 64 + 1 if nodes else 0)) != 0:
             raise _fail(f"set_mempolicy({mode:#x})")
+
+    # -- keyrings (glibc has no keyctl wrapper) -----------------------------
+    def _keyctl(self, op: int, what: str, arg2: "int | bytes", arg3: int = 0,
+                arg4: int = 0) -> int:
+        nr = _NR.get("keyctl")
+        if nr is None:  # unknown here: as a kernel without keyrings
+            raise OSError(38, f"{what}: {os.strerror(38)}")
+        a2 = arg2 if isinstance(arg2, bytes) else ctypes.c_ulong(arg2)
+        r = _syscall(ctypes.c_long(nr), ctypes.c_int(op), a2, ctypes.c_ulong(arg3),
+                     ctypes.c_ulong(arg4))
+        if r < 0:
+            raise _fail(what)
+        return r
+
+    def join_session_keyring(self, name: str) -> int:
+        """Replace our session keyring with the one named ``name``: an existing
+        keyring of that name we may search, else a new one. Returns its serial
+        (the kernel answers 0 when it is our session keyring already)."""
+        serial = self._keyctl(KEYCTL_JOIN_SESSION_KEYRING,
+                              f"keyctl(JOIN_SESSION_KEYRING, {name})", _b(name))
+        if serial == 0:
+            serial = self._keyctl(KEYCTL_GET_KEYRING_ID, "keyctl(GET_KEYRING_ID, session)",
+                                  0xFFFFFFFD)  # KEY_SPEC_SESSION_KEYRING (-3)
+        return serial
+
+    def describe_key(self, serial: int) -> str:
+        """KEYCTL_DESCRIBE: "type;uid;gid;perm;description" (perm in hex)."""
+        size = 256
+        while True:
+            buf = ctypes.create_string_buffer(b"", size)
+            r = self._keyctl(KEYCTL_DESCRIBE, f"keyctl(DESCRIBE, {serial})", serial,
+                             ctypes.addressof(buf), size)
+            if r <= size:  # the length, its NUL included
+                return bytes(buf.raw[:r]).rstrip(b"\0").decode(errors="replace")
+            size = r
+
+    def set_key_perm(self, serial: int, perm: int) -> None:
+        self._keyctl(KEYCTL_SETPERM, f"keyctl(SETPERM, {serial}, {perm:#010x})", serial, perm)
 
     def pidfd_open(self, pid: int) -> int:
         fd = _syscall(ctypes.c_long(_NR["pidfd_open"]), ctypes.c_int(pid), ctypes.c_uint(0))

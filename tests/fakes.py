@@ -29,6 +29,9 @@ class FakeSyscalls(Syscalls):
         self.calls: list[Call] = []
         #: name -> error to raise when that call is made
         self.fail = dict(fail or {})
+        #: what describe_key answers (a keyring as join_session_keyring makes it)
+        self.key_description = "keyring;0;0;3f130000;{name}"
+        self._key_names: dict[int, str] = {}
 
     def _record(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append(Call(name, args, kwargs))
@@ -99,6 +102,20 @@ class FakeSyscalls(Syscalls):
         """Never forks: as a kernel without clone3 (callers then fork(2))."""
         self._record("clone_into_cgroup", cgroup_fd)
         raise OSError(errno.ENOSYS, "clone3(CLONE_INTO_CGROUP): fake")
+
+    def join_session_keyring(self, name):
+        """Recorded; answers a made-up serial, as if a new keyring were made."""
+        self._record("join_session_keyring", name)
+        serial = 0x1000 + len(self._key_names)
+        self._key_names[serial] = name
+        return serial
+
+    def describe_key(self, serial):
+        self._record("describe_key", serial)
+        return self.key_description.format(name=self._key_names.get(serial, "?"))
+
+    def set_key_perm(self, serial, perm):
+        self._record("set_key_perm", serial, perm)
 
     def madvise(self, addr, length, advice):
         self._record("madvise", addr, length, advice)
