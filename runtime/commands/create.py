@@ -8,6 +8,6 @@ def run(g: dict, opts: dict, args: list[str]) -> int:
     cid = one_id(args, "create")
     c, _, _ = create(g, cid, opts.get("bundle", "."), pid_file=opts.get("pid-file"),
                   console_socket=opts.get("console-socket"), no_pivot=bool(opts.get("no-pivot")),
-                  preserve_fds=preserve_fds(opts))
+                  preserve_fds=preserve_fds(opts), pidfd_socket=opts.get("pidfd-socket"))
     c.close()
     return 0

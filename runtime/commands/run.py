@@ -9,4 +9,5 @@ def run(g: dict, opts: dict, args: list[str]) -> int:
                          pid_file=opts.get("pid-file"), console_socket=opts.get("console-socket"),
                          detach=bool(opts.get("detach")), no_pivot=bool(opts.get("no-pivot")),
                          preserve_fds=preserve_fds(opts),
-                         subreaper=not opts.get("no-subreaper"), keep=bool(opts.get("keep")))
+                         subreaper=not opts.get("no-subreaper"), keep=bool(opts.get("keep")),
+                         pidfd_socket=opts.get("pidfd-socket"))
