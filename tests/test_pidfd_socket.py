@@ -212,6 +212,31 @@ def test_bad_pidfd_socket_on_exec(rt, what):
     assert rt.hako("delete", "--force", cid, timeout=T).returncode == 0
 
 
+def test_receiver_gone_before_the_pidfd(rt):
+    """The engine went away between hako's connect and its send: create fails
+    with one line and takes back everything. A createRuntime hook holds hako
+    (it runs after the connect, before the send) until the listener is closed."""
+    recv = PidfdReceiver(rt)
+    gate = rt.dir / "listener-closed"
+    hook = {"path": "/bin/sh",
+            "args": ["sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.01; done"], "timeout": T}
+    cid = rt.new_id()
+    bundle = rt.bundle(["sleep", "1000"], patch={"hooks": {"createRuntime": [hook]}})
+    p = rt.popen(rt.hako_argv("create", "--bundle", bundle, "--pidfd-socket", recv.path, cid),
+                 stderr=subprocess.PIPE, text=True)
+    try:
+        # hako's connection is pending in the backlog: closing the listener resets it
+        assert select.select([recv.srv], [], [], T)[0], "hako did not connect"
+    finally:
+        recv.close()
+        gate.write_text("")
+    _, err = p.communicate(timeout=T)
+    assert p.returncode != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "--pidfd-socket: sending the pidfd" in lines[0], err
+    assert not (rt.state_dir / cid).exists()
+
+
 # ------------------------------------------------------------- differential
 def test_differential_runc(rt):
     """Same payload as runc for the same container, when runc has the flag.
