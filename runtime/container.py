@@ -244,13 +244,14 @@ def _destroy(c: Container) -> None:
 # ------------------------------------------------------------------------ run
 def run(g: dict, cid: str, bundle: str, *, pid_file: str | None, console_socket: str | None,
         detach: bool, no_pivot: bool, preserve_fds: int, subreaper: bool = True,
-        keep: bool = False, no_new_keyring: bool = False) -> int:
+        keep: bool = False, no_new_keyring: bool = False,
+        pidfd_socket: str | None = None) -> int:
     from runtime.create import create
     from runtime.supervise import kill_and_wait, wait_forwarding
     c, pid, master = create(g, cid, bundle, pid_file=pid_file, console_socket=console_socket,
                             no_pivot=no_pivot, preserve_fds=preserve_fds, detach=detach,
                             subreaper=subreaper and not detach, verb="run",
-                            no_new_keyring=no_new_keyring)
+                            no_new_keyring=no_new_keyring, pidfd_socket=pidfd_socket)
     with c:
         try:
             _start_locked(c)

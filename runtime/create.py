@@ -44,12 +44,14 @@ class Creation:
     def __init__(self, g: dict, cid: str, bundle: str, *, pid_file: str | None,
                  console_socket: str | None, no_pivot: bool, preserve_fds: int,
                  detach: bool, subreaper: bool, verb: str,
-                 no_new_keyring: bool = False) -> None:
+                 no_new_keyring: bool = False, pidfd_socket: str | None = None) -> None:
         self.g = g
         self.cid = cid
         self.bundle = os.path.abspath(bundle or ".")
         self.pid_file = pid_file
         self.console_socket = console_socket
+        self.pidfd_socket = pidfd_socket
+        self.pidfd_conn = None  # connected before anything is made
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
         self.detach = detach
@@ -82,6 +84,7 @@ class Creation:
             self.plan_extensions()
             self.plan_launch()
             self.check_supported()
+            self.connect_pidfd_socket()
             self.plan_cgroup()
             self.prepare_seccomp()
             self.make_state_dir()
@@ -151,6 +154,11 @@ class Creation:
                         detach=self.detach, rootless=self.rootless)
         if not os.path.isdir(self.rootfs):
             raise HakoError(f"config.json: root.path: {self.rootfs} is not a directory")
+
+    def connect_pidfd_socket(self) -> None:
+        if self.pidfd_socket:
+            from runtime.pidfd_socket import connect
+            self.pidfd_conn = connect(self.pidfd_socket)
 
     def plan_cgroup(self) -> None:
         from runtime import cgroups
@@ -248,9 +256,12 @@ class Creation:
             from runtime.syscalls import PR_SET_CHILD_SUBREAPER, SYS
             SYS.prctl(PR_SET_CHILD_SUBREAPER, 1)
         self.parent, child = Channel.pair()
+        theirs = [self.container.dirfd]
+        if self.pidfd_conn is not None:
+            theirs.append(self.pidfd_conn.fileno())
         try:
             self.stage1, pid = process.spawn(launch, self.parent, child,
-                                             close_in_child=[self.container.dirfd],
+                                             close_in_child=theirs,
                                              reaped=self.detach or self.subreaper)
         finally:
             os.close(launch.fifo_fd)
@@ -390,14 +401,18 @@ class Creation:
             os.unlink(CREATING, dir_fd=c.dirfd)
 
     def hand_over(self) -> None:
-        """The pty to a foreground run, the pid file to the engine, then "go":
-        the init opens exec.fifo and waits for start."""
+        """The pty to a foreground run, the pid file and the pidfd to the
+        engine, then "go": the init opens exec.fifo and waits for start."""
         if self.console_parent is not None:
             from runtime.terminal import receive_master
             self.master = receive_master(self.console_parent, timeout=10)
         if self.pid_file:
             from runtime.supervise import write_pid_file
             write_pid_file(self.pid_file, self.init_pid)
+        if self.pidfd_conn is not None:
+            from runtime.pidfd_socket import INIT, send
+            conn, self.pidfd_conn = self.pidfd_conn, None
+            send(conn, self.init_pid, INIT)
         self.parent.send(go=True)
         if self.launch.waits:
             # until the init is settled in its wait (runtime/residency.py); if
@@ -409,17 +424,21 @@ class Creation:
             self.parent.close()
         if self.console_parent is not None:
             self.console_parent.close()
+        if self.pidfd_conn is not None:
+            self.pidfd_conn.close()
 
 
 def create(g: dict, cid: str, bundle: str, *, pid_file: str | None = None,
            console_socket: str | None = None, no_pivot: bool = False,
            preserve_fds: int = 0, detach: bool = True, subreaper: bool = False,
-           verb: str = "create", no_new_keyring: bool = False) -> tuple[Container, int, int]:
+           verb: str = "create", no_new_keyring: bool = False,
+           pidfd_socket: str | None = None) -> tuple[Container, int, int]:
     """Returns the locked container, the init's pid and (run in the foreground
     with a terminal) the pty master, once the init waits for start."""
     return Creation(g, cid, bundle, pid_file=pid_file, console_socket=console_socket,
                     no_pivot=no_pivot, preserve_fds=preserve_fds, detach=detach,
-                    subreaper=subreaper, verb=verb, no_new_keyring=no_new_keyring).run()
+                    subreaper=subreaper, verb=verb, no_new_keyring=no_new_keyring,
+                    pidfd_socket=pidfd_socket).run()
 
 
 def _destroy_cgroup(cg) -> None:

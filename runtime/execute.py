@@ -164,6 +164,10 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
             raise HakoError("--console-socket given, but the process has no terminal (--tty)")
         from runtime.terminal import check_socket_path
         check_socket_path(console_socket)
+    pidfd_conn = None  # connected now: a bad path fails before anything starts
+    if opts.get("pidfd-socket"):
+        from runtime.pidfd_socket import connect
+        pidfd_conn = connect(opts["pidfd-socket"])
     from runtime.capabilities import CapPlan
     caps = CapPlan(proc["capabilities"]) if proc.get("capabilities") is not None else None
     preserve = int(opts.get("preserve-fds") or 0)
@@ -264,6 +268,14 @@ def exec_in(g: dict, cid: str, proc: dict | None, opts: dict, args: list[str]) -
     if opts.get("pid-file"):
         from runtime.supervise import write_pid_file
         write_pid_file(opts["pid-file"], pid)
+    if pidfd_conn is not None:
+        from runtime.pidfd_socket import EXEC, send
+        try:
+            send(pidfd_conn, pid, EXEC)
+        except HakoError:
+            from runtime.supervise import kill_and_wait
+            kill_and_wait(pid)  # a process its engine cannot track must not run
+            raise
     if detach:
         return 0
     from runtime.supervise import wait_forwarding

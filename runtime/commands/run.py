@@ -10,4 +10,5 @@ def run(g: dict, opts: dict, args: list[str]) -> int:
                          detach=bool(opts.get("detach")), no_pivot=bool(opts.get("no-pivot")),
                          preserve_fds=preserve_fds(opts),
                          subreaper=not opts.get("no-subreaper"), keep=bool(opts.get("keep")),
-                         no_new_keyring=bool(opts.get("no-new-keyring")))
+                         no_new_keyring=bool(opts.get("no-new-keyring")),
+                         pidfd_socket=opts.get("pidfd-socket"))
