@@ -103,6 +103,22 @@ def test_device_moves_in_with_its_address_and_up(rt, veth, rename):
 
 
 @ROOT
+def test_the_device_is_in_before_the_first_hook(rt, veth):
+    """As runc: moved before prestart, which sees it in the init's namespace."""
+    seen = rt.dir / "prestart-net-dev"
+    script = ("s=$(cat); pid=$(echo \"$s\" | sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p'); "
+              f"cat /proc/$pid/net/dev > {seen}")
+
+    def patch(c):
+        with_devices({veth.name: {"name": "ctr4"}})(c)
+        c["hooks"] = {"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", script]}]}
+    cid = rt.new_id()
+    r = rt.hako("run", "--bundle", rt.bundle(["true"], patch=patch), cid)
+    assert r.returncode == 0, r.stderr
+    assert "ctr4:" in seen.read_text()
+
+
+@ROOT
 def test_a_joined_network_namespace_keeps_the_device_after_delete(rt, veth):
     ns = "hako-t-ns-" + secrets.token_hex(3)
     ip("netns", "add", ns)
