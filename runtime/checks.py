@@ -36,11 +36,14 @@ def check_supported(spec: dict, launch, *, console_socket: str | None, detach: b
             raise HakoError("--console-socket given, but process.terminal is false")
         from runtime.terminal import check_socket_path
         check_socket_path(console_socket)
-    for key, what in (("intelRdt", "Intel RDT (resctrl) is not supported by hako"),
-                      ("netDevices", "moving host network devices into the container is not "
-                                     "supported yet")):
-        if linux.get(key):
-            raise HakoError(f"config.json: linux.{key}: {what}")
+    if linux.get("intelRdt"):
+        raise HakoError("config.json: linux.intelRdt: Intel RDT (resctrl) is not supported by hako")
+    if linux.get("netDevices"):
+        from runtime import netdevices
+        try:
+            netdevices.check(spec, plan, rootless=rootless)
+        except HakoError as e:
+            raise HakoError(f"config.json: {e}") from None
     from runtime import security
     try:
         security.check_sysctl(spec)

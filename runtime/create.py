@@ -73,6 +73,7 @@ class Creation:
         self.stage1 = 0
         self.init_pid = 0
         self.hooks_ran = False
+        self.netdevs = None  # runtime.netdevices.Mover, once devices move
         self.recorded = False  # creating.json written
         self.master = -1
 
@@ -147,6 +148,8 @@ class Creation:
         launch.hook_state = {"ociVersion": self.spec.get("ociVersion", OCI_VERSION),
                              "id": self.cid, "bundle": self.bundle,
                              "annotations": self.spec.get("annotations") or {}}
+        if (self.spec.get("linux") or {}).get("netDevices"):
+            launch.hook_sync = True  # the init stops in its namespaces: devices move then
 
     def check_supported(self) -> None:
         from runtime.checks import check_supported
@@ -320,6 +323,7 @@ class Creation:
                 ready = True
             if hooks_wanted and self.init_pid:
                 hooks_wanted = False
+                self._move_net_devices()
                 self._run_runtime_hooks()
 
     def _map_ids(self, pid: int) -> None:
@@ -346,6 +350,15 @@ class Creation:
             process.wait_child(self.stage1)
             self.stage1 = 0
         self._prepare_state()
+
+    def _move_net_devices(self) -> None:
+        """linux.netDevices, before any hook (runtime/netdevices.py)."""
+        if not (self.spec.get("linux") or {}).get("netDevices"):
+            return
+        from runtime.netdevices import Mover
+        self.netdevs = Mover(self.spec, self.init_pid)
+        self.undo.push("network devices", self.netdevs.undo)
+        self.netdevs.move_all()
 
     def _run_runtime_hooks(self) -> None:
         """prestart and createRuntime, in the runtime's namespace, while the
@@ -420,6 +433,8 @@ class Creation:
             self.parent.recv()
 
     def close_channels(self) -> None:
+        if self.netdevs is not None:
+            self.netdevs.close()
         if self.parent is not None:
             self.parent.close()
         if self.console_parent is not None:

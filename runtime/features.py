@@ -74,6 +74,8 @@ def features() -> dict:
             # linux.memoryPolicy (runtime/mempolicy.py): every mode and flag is recognized
             "memoryPolicy": {"modes": list(mempolicy.MODES), "flags": list(mempolicy.FLAGS)},
             "mountExtensions": {"idmap": {"enabled": False}},
+            # linux.netDevices (runtime/netdevices.py): moved in at create, as root
+            "netDevices": {"enabled": True},
         },
         "annotations": annotations,
     }

@@ -252,12 +252,23 @@ def test_exec_inherits_seccomp(rt):
 
 @pytest.mark.parametrize("key,value", [
     ("intelRdt", {"closID": "x", "l3CacheSchema": "L3:0=f"}),
-    ("netDevices", {"eth9": {"name": "eth9"}}),
 ])
 def test_unsupported_linux_fields_are_refused_not_ignored(rt, key, value):
     cid = rt.new_id()
     r = rt.hako("create", "--bundle", rt.bundle(["true"], patch={"linux": {key: value}}), cid)
     assert r.returncode != 0 and f"linux.{key}" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (rt.state_dir / cid).exists()
+
+
+def test_netdevices_of_a_missing_device_are_refused(rt):
+    """linux.netDevices (tests/test_netdevices.py moves real ones): before
+    anything exists, one line: no such device as root, root only rootless."""
+    cid = rt.new_id()
+    patch = {"linux": {"netDevices": {"hako-t-none": {"name": "eth9"}}}}
+    r = rt.hako("create", "--bundle", rt.bundle(["true"], patch=patch), cid)
+    why = "needs root" if rt.rootless else "there is no network device 'hako-t-none'"
+    assert r.returncode != 0 and 'linux.netDevices' in r.stderr and why in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (rt.state_dir / cid).exists()
 
