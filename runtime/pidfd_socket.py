@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import os
 import socket
-import stat
 
 from runtime.errors import HakoError
+from runtime.terminal import check_socket_path
 
 INIT = "standard"  # runc's names for the payload
 EXEC = "setns"
@@ -33,12 +33,7 @@ def connect(path: str) -> socket.socket:
     """Connect now, in the parent, so that a bad path fails before any
     state, process or cgroup is made. The socket is close-on-exec; the
     caller keeps it out of the container's processes."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise HakoError(f"--pidfd-socket {path}: {e.strerror}") from None
-    if not stat.S_ISSOCK(st.st_mode):
-        raise HakoError(f"--pidfd-socket {path}: not a unix socket")
+    check_socket_path(path, "--pidfd-socket")
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     s.settimeout(TIMEOUT)
     try:

@@ -35,15 +35,16 @@ def connect(path: str) -> socket.socket:
     return s
 
 
-def check_socket_path(path: str) -> None:
-    """Fail early, in the parent, for a path that cannot be a console socket."""
+def check_socket_path(path: str, flag: str = "--console-socket") -> None:
+    """Fail early, in the parent, for a path that cannot be a unix socket
+    (``flag``: the option that named it, for the message)."""
     import stat
     try:
         st = os.stat(path)
     except OSError as e:
-        raise HakoError(f"--console-socket {path}: {e.strerror}") from None
+        raise HakoError(f"{flag} {path}: {e.strerror}") from None
     if not stat.S_ISSOCK(st.st_mode):
-        raise HakoError(f"--console-socket {path}: not a unix socket")
+        raise HakoError(f"{flag} {path}: not a unix socket")
 
 
 def set_size(fd: int, height: int, width: int) -> None:

@@ -716,3 +716,28 @@ class Runtime:
         if not os.environ.get("HAKO_TEST_KEEP"):
             remove_tree(self.dir)
         return left
+
+
+_IMPORTS_RUNNER = r"""
+import sys
+sys.path.insert(0, REPO)
+before = set(sys.modules)
+from runtime import cli
+sys.argv = ["hako"] + ARGS
+code = cli.main()
+print("MODULES", " ".join(sorted(set(sys.modules) - before)))
+sys.stdout.flush()
+raise SystemExit(code)
+"""
+
+
+def imported_by(rt, *args) -> set[str]:
+    """The modules one hako call (``args``, with the runtime's --root) imports,
+    run as the mode's user by Debian's interpreter, the one both launchers
+    run (the test user may not run ours)."""
+    code = _IMPORTS_RUNNER.replace("REPO", repr(str(REPO))).replace(
+        "ARGS", repr(["--root", str(rt.state_dir), *map(str, args)]))
+    r = rt.run(["/usr/bin/python3", "-I", "-S", "-c", code], timeout=30)
+    assert r.returncode == 0, f"{args}: {r.stderr}"
+    line = [x for x in r.stdout.splitlines() if x.startswith("MODULES")][-1]
+    return set(line.split()[1:])

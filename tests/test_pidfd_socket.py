@@ -276,33 +276,11 @@ def test_differential_runc(rt):
 
 
 # -------------------------------------------------------------- cost of it
-_RUNNER = r"""
-import sys
-sys.path.insert(0, REPO)
-before = set(sys.modules)
-from runtime import cli
-sys.argv = ["hako"] + ARGS
-code = cli.main()
-print("MODULES", " ".join(sorted(set(sys.modules) - before)))
-sys.stdout.flush()
-raise SystemExit(code)
-"""
-
-
-def _imports(rt, *args) -> set[str]:
-    code = _RUNNER.replace("REPO", repr(str(support.REPO))).replace(
-        "ARGS", repr(["--root", str(rt.state_dir), *map(str, args)]))
-    r = rt.run(["/usr/bin/python3", "-I", "-S", "-c", code], timeout=T)
-    assert r.returncode == 0, r.stderr
-    line = [x for x in r.stdout.splitlines() if x.startswith("MODULES")][-1]
-    return set(line.split()[1:])
-
-
 def test_default_paths_import_nothing_new(rt):
     """Without the option, create and exec import neither the module nor socket."""
     cid = rt.new_id()
-    seen = _imports(rt, "create", "--bundle", rt.bundle(["sleep", "1000"]), cid)
+    seen = support.imported_by(rt, "create", "--bundle", rt.bundle(["sleep", "1000"]), cid)
     assert rt.hako("start", cid, timeout=T).returncode == 0
-    seen |= _imports(rt, "exec", "-d", cid, "true")
+    seen |= support.imported_by(rt, "exec", "-d", cid, "true")
     assert not seen & {"runtime.pidfd_socket", "socket", "_socket"}
     assert rt.hako("delete", "--force", cid, timeout=T).returncode == 0
