@@ -207,12 +207,16 @@ def _b64url(data: bytes) -> str:
 class TokenServer:
     """GET /token?service=&scope=&account=: a JWT for the requested scopes.
     Users (Basic auth) get what they ask for; anonymous callers get pull on
-    repositories under ``public/`` only; a wrong password gets 401."""
+    repositories under ``public/`` only; a wrong password gets 401. POST
+    /token (OAuth2, grant_type=refresh_token) swaps an identity token of
+    ``identities`` for its user's JWT; an unknown one gets 400."""
 
-    def __init__(self, d: Path, users: dict[str, str]) -> None:
+    def __init__(self, d: Path, users: dict[str, str],
+                 identities: dict[str, str] | None = None) -> None:
         self.dir = Path(d)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.users = users
+        self.identities = dict(identities or {})
         self.service = "hako-test-registry"
         self.issuer = "hako-test-issuer"
         self.key, self.cert = self.dir / "token.key", self.dir / "token.crt"
@@ -233,6 +237,9 @@ class TokenServer:
             def do_GET(self):
                 server._handle(self)
 
+            def do_POST(self):
+                server._handle_post(self)
+
         self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -248,13 +255,21 @@ class TokenServer:
                              check=True).stdout
         return signing + "." + _b64url(sig)
 
+    @staticmethod
+    def _refuse(h, status: int, body: bytes) -> None:
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
     def _handle(self, h) -> None:
         from urllib.parse import parse_qs, urlsplit
         q = parse_qs(urlsplit(h.path).query)
         user = None
         auth = h.headers.get("Authorization") or ""
         with self.lock:
-            self.requests.append({"path": urlsplit(h.path).path, "query": q,
+            self.requests.append({"path": urlsplit(h.path).path, "query": q, "method": "GET",
                                   "auth": auth.split(" ")[0] if auth else None})
         if auth.startswith("Basic "):
             try:
@@ -262,14 +277,27 @@ class TokenServer:
             except ValueError:
                 u, p = "", ""
             if self.users.get(u) != p:
-                h.send_response(401)
-                h.send_header("Content-Type", "application/json")
-                body = b'{"details":"incorrect username or password"}'
-                h.send_header("Content-Length", str(len(body)))
-                h.end_headers()
-                h.wfile.write(body)
+                self._refuse(h, 401, b'{"details":"incorrect username or password"}')
                 return
             user = u
+        self._issue(h, user, q)
+
+    def _handle_post(self, h) -> None:
+        from urllib.parse import parse_qs, urlsplit
+        n = int(h.headers.get("Content-Length") or 0)
+        form = parse_qs(h.rfile.read(n).decode()) if n else {}
+        auth = h.headers.get("Authorization") or ""
+        with self.lock:
+            self.requests.append({"path": urlsplit(h.path).path, "query": form,
+                                  "method": "POST", "url_query": urlsplit(h.path).query,
+                                  "auth": auth.split(" ")[0] if auth else None})
+        token = (form.get("refresh_token") or [""])[0]
+        if form.get("grant_type") != ["refresh_token"] or token not in self.identities:
+            self._refuse(h, 400, b'{"error":"invalid_grant"}')
+            return
+        self._issue(h, self.identities[token], form)
+
+    def _issue(self, h, user: str | None, q: dict) -> None:
         access = []
         for scope in q.get("scope", []):
             for one in scope.split(" "):

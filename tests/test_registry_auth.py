@@ -1,7 +1,8 @@
 """Registry TLS and authentication, root and rootless: HTTPS with a test CA
 (--cert-dir, certs.d, --tls-verify=false), htpasswd basic auth and token auth
 (a token server the tests run), `hako images login/logout`, credentials from
-the files podman and docker write. No secret ever reaches stdout/stderr."""
+the files podman and docker write and from credential helpers (credHelpers,
+credsStore; identity tokens). No secret ever reaches stdout/stderr."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from test_registry import _marker, env_of, hako, images, pull, run_image
 
 USER, PASSWORD = "alice", "pw-Secret-42"
 WRONG = "wrong-Secret-77"
+IDENTITY = "id-Refresh-Secret-9"  # an OAuth2 refresh token the token server knows
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +51,7 @@ def auth_kit(hako_session):
         basic = K.Registry(d / "basic", htpasswd_file=K.htpasswd(d / "htpasswd",
                                                                   {USER: PASSWORD}))
         opened.append(basic)
-        tokens = K.TokenServer(d / "tokens", {USER: PASSWORD})
+        tokens = K.TokenServer(d / "tokens", {USER: PASSWORD}, identities={IDENTITY: USER})
         opened.append(tokens)
         bearer = K.Registry(d / "bearer", token=tokens)
         opened.append(bearer)
@@ -218,3 +220,222 @@ def test_login_usage_errors(rt, auth_kit):
     assert r.returncode == 2 and "not a registry" in r.stderr
     r = hako(rt, "images", "logout")
     assert r.returncode == 2
+
+
+# ---------------------------------------------------------- credential helpers
+HELPER = r"""#!/usr/bin/python3 -I
+# docker-credential-hakotest: the helper protocol over a JSON file, as the
+# docker-credential-helpers do it; every call is logged (never a secret)
+import json, os, sys
+here = os.path.dirname(os.path.abspath(__file__))
+store_path, log_path, mode_path = (os.path.join(here, n) for n in ("store.json", "calls",
+                                                                  "mode"))
+action = sys.argv[1] if len(sys.argv) > 1 else ""
+data = sys.stdin.read()
+mode = open(mode_path).read().strip() if os.path.exists(mode_path) else ""
+store = json.load(open(store_path)) if os.path.exists(store_path) else {}
+server = json.loads(data)["ServerURL"] if action == "store" else data.strip()
+with open(log_path, "a") as f:
+    f.write(f"{action} {server}\n")
+if mode == "fail":
+    print("boom: the keychain is locked")
+    sys.exit(1)
+if mode == "garbage":
+    print("no json here")
+    sys.exit(0)
+if action == "get":
+    if server not in store:
+        print("credentials not found in native keychain")
+        sys.exit(1)
+    user, secret = store[server]
+    print(json.dumps({"ServerURL": server, "Username": user, "Secret": secret}))
+elif action == "store":
+    d = json.loads(data)
+    store[server] = [d["Username"], d["Secret"]]
+elif action == "erase":
+    if server not in store:
+        print("credentials not found in native keychain")
+        sys.exit(1)
+    del store[server]
+else:
+    print(f"unknown action {action}")
+    sys.exit(1)
+with open(store_path, "w") as f:
+    json.dump(store, f)
+"""
+
+
+class Helper:
+    """A docker-credential-hakotest on a PATH of the test's own."""
+
+    def __init__(self, rt) -> None:
+        self.rt = rt
+        self.dir = rt.dir / "helper-bin"
+        self.dir.mkdir()
+        prog = self.dir / "docker-credential-hakotest"
+        prog.write_text(HELPER)
+        prog.chmod(0o755)
+        rt.chown(self.dir)
+        self.env = {"PATH": f"{self.dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+
+    def holds(self, store: dict) -> None:
+        (self.dir / "store.json").write_text(json.dumps(store))
+        self.rt.chown(self.dir)
+
+    def held(self) -> dict:
+        p = self.dir / "store.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def mode(self, m: str) -> None:
+        (self.dir / "mode").write_text(m)
+        self.rt.chown(self.dir)
+
+    def calls(self) -> list[str]:
+        p = self.dir / "calls"
+        return p.read_text().splitlines() if p.exists() else []
+
+
+def write_json(rt, path: Path, doc: dict) -> Path:
+    """Owned by the runtime's user; nothing else is touched (a chown of the
+    whole test dir would change the ctime the frozen binary's cache checks)."""
+    for d in reversed([p for p in (path.parent, *path.parent.parents) if not p.exists()]):
+        d.mkdir()
+        rt.chown(d)
+    path.write_text(json.dumps(doc))
+    rt.chown(path)
+    return path
+
+
+def test_cred_helpers_login_pull_logout(rt, auth_kit):
+    """credHelpers names the helper for a registry: pull asks it (the file's own
+    base64 entry for that registry is not used), login stores in it, logout
+    erases from it."""
+    h = Helper(rt)
+    host = auth_kit.basic.host
+    ref = f"{host}/sec/img:1"
+    env_of(rt)
+    wrong = base64.b64encode(f"{USER}:{WRONG}".encode()).decode()
+    write_json(rt, auth_json(rt), {"credHelpers": {host: "hakotest"},
+                                   "auths": {host: {"auth": wrong}}})
+    r = pull(rt, ref, check=False, env=h.env)  # the helper holds nothing yet
+    assert r.returncode == 1 and "unauthorized for anonymous access" in r.stderr, r.stderr
+    assert h.calls() == [f"get {host}"]
+    r = rt.hako("--debug", "images", "login", "-u", USER, "--password-stdin", host,
+                input=PASSWORD + "\n", env={**env_of(rt), **h.env}, timeout=60)
+    assert r.returncode == 0 and "Login Succeeded" in r.stdout, r.stderr
+    no_secrets(r)
+    assert h.held() == {host: [USER, PASSWORD]}
+    doc = json.loads(auth_json(rt).read_text())
+    assert doc["auths"][host]["auth"] == wrong, "login wrote the secret to the file"
+    r = pull(rt, ref, debug=True, env=h.env)
+    assert "credentials of alice from docker-credential-hakotest" in r.stderr, r.stderr
+    no_secrets(r)
+    r = hako(rt, "images", "logout", host, env=h.env)
+    assert r.returncode == 0, r.stderr
+    assert h.held() == {} and h.calls()[-1] == f"erase {host}"
+    r = hako(rt, "images", "logout", host, env=h.env)
+    assert r.returncode == 1 and "not logged in" in r.stderr, r.stderr
+
+
+def test_creds_store_of_docker_and_the_next_file(rt, auth_kit):
+    """docker's credsStore holds every login; a helper with nothing for the
+    registry passes on to the next file."""
+    h = Helper(rt)
+    host = auth_kit.basic.host
+    ref = f"{host}/sec/img:1"
+    env_of(rt)
+    write_json(rt, rt.dir / "home" / ".docker" / "config.json",
+               {"credsStore": "hakotest", "auths": {host: {}}})
+    h.holds({host: [USER, PASSWORD]})
+    r = pull(rt, ref, debug=True, env=h.env)
+    assert "credentials of alice from docker-credential-hakotest" in r.stderr, r.stderr
+    no_secrets(r)
+    # a credHelpers entry whose helper has nothing: the docker file's store answers
+    write_json(rt, auth_json(rt), {"credHelpers": {host: "hakotest"}})
+    h.holds({"elsewhere.example": [USER, WRONG]})
+    (rt.dir / "home" / ".docker" / "config.json").write_text(json.dumps(
+        {"auths": {host: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}}))
+    r = pull(rt, ref, debug=True, env=h.env)
+    assert ".docker/config.json" in r.stderr and h.calls()[-1] == f"get {host}", r.stderr
+    # login --authfile into a docker file with a credsStore: the store, and docker's
+    # empty placeholder entry in the file
+    af = write_json(rt, rt.dir / "docker-style.json", {"credsStore": "hakotest"})
+    r = rt.hako("images", "login", "-u", USER, "--password-stdin", "--authfile", af, host,
+                input=PASSWORD + "\n", env={**env_of(rt), **h.env}, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(af.read_text())["auths"] == {host: {}}
+    assert h.held()[host] == [USER, PASSWORD]
+    r = hako(rt, "images", "logout", "--all", "--authfile", af, env=h.env)
+    assert r.returncode == 0, r.stderr
+    assert host not in h.held() and json.loads(af.read_text())["auths"] == {}
+
+
+@pytest.mark.parametrize("mode", ["rootless"], indirect=True)
+def test_cred_helper_failures(rt, auth_kit):
+    """Each broken helper is one line naming the helper and the file; nothing is
+    pulled; a helper's own message is passed on, never what it returned."""
+    h = Helper(rt)
+    host = auth_kit.basic.host
+    ref = f"{host}/sec/img:1"
+    env_of(rt)
+
+    def refused(doc: dict, *want: str) -> None:
+        write_json(rt, auth_json(rt), doc)
+        r = pull(rt, ref, check=False, env=h.env)
+        lines = [x for x in r.stderr.splitlines() if x.startswith("hako")]
+        assert r.returncode == 1 and len(lines) == 1, r.stderr
+        for w in want:
+            assert w in lines[0], lines[0]
+        no_secrets(r)
+        assert not images(rt)
+
+    refused({"credHelpers": {host: "missing"}}, "docker-credential-missing is not in $PATH",
+            str(auth_json(rt)))
+    refused({"credHelpers": {host: "../hakotest"}}, "credHelpers", "not a credential helper")
+    refused({"credsStore": 7}, "credsStore", "not a credential helper")
+    h.holds({host: [USER, PASSWORD]})
+    h.mode("fail")
+    refused({"credHelpers": {host: "hakotest"}}, "docker-credential-hakotest get",
+            "boom: the keychain is locked")
+    h.mode("garbage")
+    refused({"credHelpers": {host: "hakotest"}}, "not JSON with Username and Secret")
+    h.mode("")
+    r = rt.hako("images", "login", "-u", USER, "--password-stdin", host,
+                input=PASSWORD + "\n", env={**env_of(rt), **h.env}, timeout=60)
+    assert r.returncode == 0, r.stderr
+    h.mode("fail")  # a store that fails is the login's failure
+    r = rt.hako("images", "login", "-u", USER, "--password-stdin", host,
+                input=PASSWORD + "\n", env={**env_of(rt), **h.env}, timeout=60)
+    assert r.returncode == 1 and "docker-credential-hakotest store" in r.stderr, r.stderr
+    no_secrets(r)
+
+
+def test_identity_token_from_a_helper(rt, auth_kit):
+    """A helper's `<token>` user is an OAuth2 identity token: swapped for a
+    bearer token by POST, never in a URL, and refused for a Basic registry."""
+    h = Helper(rt)
+    ref = f"{auth_kit.bearer.host}/sec/img:1"
+    env_of(rt)
+    write_json(rt, auth_json(rt), {"credHelpers": {auth_kit.bearer.host: "hakotest",
+                                                   auth_kit.basic.host: "hakotest"}})
+    h.holds({auth_kit.bearer.host: ["<token>", IDENTITY],
+             auth_kit.basic.host: ["<token>", IDENTITY]})
+    before = len(auth_kit.tokens.requests)
+    r = pull(rt, ref, debug=True, env=h.env)
+    new = auth_kit.tokens.requests[before:]
+    posts = [q for q in new if q["method"] == "POST"]
+    assert posts and all(q["query"]["grant_type"] == ["refresh_token"] and
+                         IDENTITY not in q["url_query"] for q in posts), new
+    assert any("repository:sec/img:pull" in q["query"].get("scope", [""])[0] for q in posts)
+    assert not [q for q in new if q["method"] == "GET"], "asked for a token by GET"
+    no_secrets(r, IDENTITY, *auth_kit.tokens.issued)
+    assert run_image(rt, ref, "--pull", "never") == "secured\n"
+    # an identity token the token server does not know
+    h.holds({auth_kit.bearer.host: ["<token>", "id-unknown"],
+             auth_kit.basic.host: ["<token>", IDENTITY]})
+    r = pull(rt, ref, check=False, env=h.env)  # (a repeat pull asks for the manifest)
+    assert r.returncode == 1 and "refused the identity token" in r.stderr, r.stderr
+    # a Basic registry cannot take one
+    r = pull(rt, f"{auth_kit.basic.host}/sec/img:1", check=False, env=h.env)
+    assert r.returncode == 1 and "identity token" in r.stderr, r.stderr
+    no_secrets(r, IDENTITY)

@@ -234,11 +234,11 @@ class Client:
         return conn
 
     def request(self, method: str, url: str, headers: dict | None = None, *,
-                follow: bool = True) -> Response:
+                follow: bool = True, body: bytes | None = None) -> Response:
         """Send; follow redirects (Authorization only to the same host)."""
         headers = dict(headers or {})
         for _ in range(MAX_REDIRECTS + 1):
-            resp = self._once(method, url, headers)
+            resp = self._once(method, url, headers, body)
             if not follow or resp.status not in (301, 302, 303, 307, 308):
                 return resp
             loc = resp.header("Location")
@@ -250,10 +250,14 @@ class Client:
             if _host(new) != _host(url) or urllib.parse.urlsplit(new).scheme != \
                     urllib.parse.urlsplit(url).scheme:
                 headers.pop("Authorization", None)
+            if method == "POST" and resp.status in (301, 302, 303):
+                method, body = "GET", None  # as browsers and Go's client do
+                headers.pop("Content-Type", None)
             url = new
         raise HakoError(f"{_host(url)}: more than {MAX_REDIRECTS} redirects")
 
-    def _once(self, method: str, url: str, headers: dict) -> Response:
+    def _once(self, method: str, url: str, headers: dict, body: bytes | None = None
+              ) -> Response:
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https"):
             raise HakoError(f"{url}: unsupported URL scheme {u.scheme!r}")
@@ -270,7 +274,7 @@ class Client:
             with self.lock:
                 self.active.add(conn)
             try:
-                conn.request(method, path, headers=hdrs)
+                conn.request(method, path, body=body, headers=hdrs)
                 resp = conn.getresponse()
             except (OSError, http.client.HTTPException) as e:
                 self._forget(conn)

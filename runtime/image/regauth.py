@@ -7,8 +7,14 @@ Read, first match wins: ``--authfile`` (or ``$REGISTRY_AUTH_FILE``), else
 (``~/.config/...``), ``~/.docker/config.json``, ``~/.dockercfg``. An entry's key
 is ``host[:port]`` or ``host[:port]/namespace[/repo]`` (the longest that matches
 the repository wins), docker's ``https://index.docker.io/v1/`` for docker.io;
-its ``auth`` is base64 of ``user:password``. Credential helpers
-(``credHelpers``, ``credsStore``) are not run.
+its ``auth`` is base64 of ``user:password``.
+
+Credential helpers (credhelper.py), in each file, as podman and docker: a
+registry named in ``credHelpers`` is asked of that helper only (its ``auths``
+entry is not used); otherwise the ``auths`` entry; otherwise ``credsStore``, the
+helper docker keeps every login in. A helper with nothing for the registry
+passes on to the next file. ``login``/``logout`` store in and erase from the
+helper that the written file names for the registry.
 
 Written: the first of those paths (``--authfile`` or the runtime one), mode
 0600, replaced atomically. Secrets are never printed: errors name the file
@@ -25,6 +31,8 @@ import os
 from runtime.errors import HakoError
 from runtime.image import reference as R
 
+HUB_SERVER = "https://index.docker.io/v1/"  # what docker gives its helpers for docker.io
+
 DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io",
                    "registry-1.docker.io")
 
@@ -34,14 +42,18 @@ class AuthError(HakoError):
 
 
 class Credentials:
-    """user + password; repr/str never show the password."""
+    """user + password; repr/str never show the password. An identity token
+    (a helper's ``<token>`` user) is an OAuth2 refresh token, only good for a
+    token server."""
 
-    __slots__ = ("user", "password", "source")
+    __slots__ = ("user", "password", "source", "identity_token")
 
-    def __init__(self, user: str, password: str, source: str) -> None:
+    def __init__(self, user: str, password: str, source: str,
+                 identity_token: bool = False) -> None:
         self.user = user
         self.password = password
         self.source = source
+        self.identity_token = identity_token
 
     def __repr__(self) -> str:
         return f"Credentials(user={self.user!r}, from {self.source})"
@@ -49,6 +61,9 @@ class Credentials:
     __str__ = __repr__
 
     def basic(self) -> str:
+        if self.identity_token:
+            raise AuthError(f"the credentials from {self.source} are an identity token, "
+                            "which only a registry with a token server accepts")
         raw = f"{self.user}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode()
 
@@ -157,6 +172,44 @@ def _decode(entry: dict, key: str, path: str) -> Credentials | None:
     return Credentials(user, pw, path)
 
 
+def _host_keys(table: dict) -> dict[str, str]:
+    """host[:port] -> the key as written (docker.io's spellings folded)."""
+    out: dict[str, str] = {}
+    for k in table:
+        h = _key_host(k)
+        out.setdefault(R.DOCKER_HUB if h in DOCKER_HUB_KEYS else h, k)
+    return out
+
+
+def _helper_for(doc: dict, registry: str, path: str) -> tuple[str, str, bool] | None:
+    """(helper, server to give it, from credsStore?) for registry in doc."""
+    from runtime.image import credhelper
+    helpers = doc.get("credHelpers")
+    if isinstance(helpers, dict):
+        key = _host_keys(helpers).get(registry)
+        if key is not None:
+            name = credhelper.check_name(helpers[key], f"auth file {path}: "
+                                                       f"credHelpers[{key!r}]")
+            return name, key, False
+    store = doc.get("credsStore")
+    if store:
+        name = credhelper.check_name(store, f"auth file {path}: credsStore")
+        return name, HUB_SERVER if registry == R.DOCKER_HUB else registry, True
+    return None
+
+
+def _from_helper(name: str, server: str, path: str) -> Credentials | None:
+    from runtime.image import credhelper
+    got = credhelper.get(name, server, f"auth file {path}")
+    if got is None:
+        return None
+    user, secret = got
+    source = f"{credhelper.PREFIX}{name} ({path})"
+    if user == credhelper.IDENTITY_USER:
+        return Credentials(user, secret, source, identity_token=True)
+    return Credentials(user, secret, source)
+
+
 def lookup(registry: str, repository: str = "", authfile: str | None = None
            ) -> Credentials | None:
     """Credentials for registry (host[:port]) and repository, or None."""
@@ -165,32 +218,46 @@ def lookup(registry: str, repository: str = "", authfile: str | None = None
         doc = _load(path)
         if not doc:
             continue
-        auths = doc.get("auths") or {}
-        if not isinstance(auths, dict):
+        helper = _helper_for(doc, registry, path)
+        if helper is not None and not helper[2]:  # credHelpers: that helper only
+            c = _from_helper(helper[0], helper[1], path)
+            if c is not None:
+                return c
             continue
-        by_host: dict[str, tuple[str, dict]] = {}
-        for k, v in auths.items():
-            if isinstance(v, dict):
-                h = _key_host(k)
-                if h in DOCKER_HUB_KEYS:
-                    h = R.DOCKER_HUB
-                by_host.setdefault(h, (k, v))
-        for want in wanted:
-            if want in by_host:
-                k, v = by_host[want]
-                c = _decode(v, k, path)
-                if c is not None:
-                    return c
+        auths = doc.get("auths") or {}
+        if isinstance(auths, dict):
+            entries = {k: v for k, v in auths.items() if isinstance(v, dict)}
+            by_host = {h: (k, entries[k]) for h, k in _host_keys(entries).items()}
+            for want in wanted:
+                if want in by_host:
+                    k, v = by_host[want]
+                    c = _decode(v, k, path)
+                    if c is not None:
+                        return c
+        if helper is not None:  # credsStore
+            c = _from_helper(helper[0], helper[1], path)
+            if c is not None:
+                return c
     return None
 
 
 def store_login(registry: str, creds: Credentials, authfile: str | None = None) -> str:
-    """Write the entry; returns the file."""
+    """Write the entry, or hand it to the file's helper; returns where it went."""
     path = write_path(authfile)
     doc = _load(path) or {}
     auths = doc.setdefault("auths", {})
     if not isinstance(auths, dict):
         raise AuthError(f"auth file {path}: \"auths\" is not an object")
+    helper = _helper_for(doc, registry, path)
+    if helper is not None:
+        from runtime.image import credhelper
+        name, server, from_store = helper
+        credhelper.store(name, server, creds.user, creds.password, f"auth file {path}")
+        if not from_store:
+            return f"{credhelper.PREFIX}{name}"
+        auths[registry] = {}  # docker's placeholder: the secret is in the store
+        _write(path, doc)
+        return f"{credhelper.PREFIX}{name} ({path})"
     key = registry
     auths[key] = {"auth": base64.b64encode(f"{creds.user}:{creds.password}".encode()).decode()}
     _write(path, doc)
@@ -198,10 +265,13 @@ def store_login(registry: str, creds: Credentials, authfile: str | None = None) 
 
 
 def remove_login(registry: str | None, authfile: str | None = None) -> tuple[str, list[str]]:
-    """Drop *registry*'s entries (every entry with None); (file, removed keys)."""
+    """Drop *registry*'s entries (every entry with None), in the file and in its
+    helpers; (file, removed keys)."""
     path = write_path(authfile)
-    doc = _load(path)
-    auths = (doc or {}).get("auths") or {}
+    doc = _load(path) or {}
+    auths = doc.get("auths") or {}
+    if not isinstance(auths, dict):
+        raise AuthError(f"auth file {path}: \"auths\" is not an object")
     if registry is None:
         gone = list(auths)
     else:
@@ -209,12 +279,39 @@ def remove_login(registry: str | None, authfile: str | None = None) -> tuple[str
         gone = [k for k in auths if _key_host(k) == host
                 or (host == R.DOCKER_HUB and _key_host(k) in DOCKER_HUB_KEYS)
                 or k.startswith(host + "/")]
-    if not gone:
-        return path, []
+    erased = _erase_in_helpers(doc, registry, path)
     for k in gone:
         del auths[k]
-    _write(path, doc)
-    return path, gone
+    if gone:
+        _write(path, doc)
+    return path, sorted(set(gone) | set(erased))
+
+
+def _erase_in_helpers(doc: dict, registry: str | None, path: str) -> list[str]:
+    """Erase from the helpers the file names; the registries some helper held."""
+    from runtime.image import credhelper
+    where = f"auth file {path}"
+    if registry is not None:
+        helper = _helper_for(doc, registry, path)
+        if helper is None:
+            return []
+        return [registry] if credhelper.erase(helper[0], helper[1], where) else []
+    out = []
+    helpers = doc.get("credHelpers")
+    for key, name in (helpers.items() if isinstance(helpers, dict) else ()):
+        name = credhelper.check_name(name, f"{where}: credHelpers[{key!r}]")
+        if credhelper.erase(name, key, where):
+            out.append(key)
+    store = doc.get("credsStore")
+    auths = doc.get("auths")
+    if store and isinstance(auths, dict):
+        name = credhelper.check_name(store, f"{where}: credsStore")
+        for key in auths:
+            h = _key_host(key)
+            server = HUB_SERVER if h in DOCKER_HUB_KEYS else key
+            if credhelper.erase(name, server, where):
+                out.append(key)
+    return out
 
 
 def _write(path: str, doc: dict) -> None:

@@ -5,7 +5,8 @@
   ``insecure = true`` in registries.conf) and localhost ones.
 - Auth, from the server's ``WWW-Authenticate`` challenge: anonymous, Basic,
   or Bearer (a token from realm/service/scope, with the credentials when
-  there are any; tokens are cached per scope and refreshed on a 401).
+  there are any, or by OAuth2 POST for a helper's identity token; tokens
+  are cached per scope and refreshed on a 401).
 - Retries: connection failures, 408/429/5xx, up to ``RETRIES`` times, waiting
   ``Retry-After`` (capped) or a growing back-off.
 - Blobs are verified (digest and size) while streamed into a file; a
@@ -205,11 +206,12 @@ class Registry:
         raise httpc.TransportError(f"{self.registry}: cannot reach the registry: "
                                    f"{'; '.join(errors)}{hint}")
 
-    def _send(self, method: str, url: str, headers: dict) -> httpc.Response:
+    def _send(self, method: str, url: str, headers: dict, body: bytes | None = None
+              ) -> httpc.Response:
         """One request with retries of transient failures."""
         for attempt in range(RETRIES + 1):
             try:
-                resp = self.client.request(method, url, headers)
+                resp = self.client.request(method, url, headers, body=body)
             except httpc.TransportError as e:
                 if e.tls or attempt == RETRIES or (e.refused and self.base is None):
                     raise  # (nothing listens there at first contact: no point waiting)
@@ -232,7 +234,10 @@ class Registry:
             return {}
         scheme, params = self.challenge
         if scheme == "basic":
-            return {"Authorization": self.creds.basic()} if self.creds else {}
+            try:
+                return {"Authorization": self.creds.basic()} if self.creds else {}
+            except HakoError as e:
+                raise AuthFailed(f"{self.registry}: {e}") from None
         if scheme == "bearer":
             with self.lock:
                 tok = self.tokens.get(scope)
@@ -247,20 +252,28 @@ class Registry:
         realm = params.get("realm")
         if not realm:
             raise AuthFailed(f"{self.registry}: Bearer challenge without a realm")
-        q = {}
-        if params.get("service"):
-            q["service"] = params["service"]
-        if scope:
-            q["scope"] = scope
-        if self.creds:
-            q["account"] = self.creds.user
-        url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(q)
-        if not url.startswith("https://") and not self.allow_http:
+        if not realm.startswith("https://") and not self.allow_http:
             raise AuthFailed(f"{self.registry}: token realm {realm} is not HTTPS")
-        headers = {"Authorization": self.creds.basic()} if self.creds else {}
-        resp = self._send("GET", url, headers)
+        if self.creds and self.creds.identity_token:
+            resp = self._oauth2_refresh(realm, params, scope)
+        else:
+            q = {}
+            if params.get("service"):
+                q["service"] = params["service"]
+            if scope:
+                q["scope"] = scope
+            if self.creds:
+                q["account"] = self.creds.user
+            url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(q)
+            headers = {"Authorization": self.creds.basic()} if self.creds else {}
+            resp = self._send("GET", url, headers)
         body = resp.read_all(1 << 20, f"{self.registry}: token")
-        if resp.status in (401, 403):
+        if resp.status in (401, 403) or (resp.status == 400 and self.creds
+                                         and self.creds.identity_token):
+            if self.creds and self.creds.identity_token:
+                raise AuthFailed(f"{self.registry}: the token server refused the identity "
+                                 f"token from {self.creds.source} (HTTP {resp.status}; log "
+                                 "in again)", status=resp.status)
             if self.creds:
                 raise AuthFailed(f"{self.registry}: authentication failed for user "
                                  f"{self.creds.user} (invalid username or password; token "
@@ -279,6 +292,20 @@ class Registry:
         if not isinstance(tok, str) or not tok:
             raise AuthFailed(f"{self.registry}: the token server's answer has no token")
         return tok
+
+    def _oauth2_refresh(self, realm: str, params: dict, scope: str | None
+                        ) -> httpc.Response:
+        """The distribution spec's OAuth2 form: an identity token is a refresh
+        token, exchanged by POST (it never goes into a URL)."""
+        form = {"grant_type": "refresh_token", "refresh_token": self.creds.password,
+                "client_id": "hako"}
+        if params.get("service"):
+            form["service"] = params["service"]
+        if scope:
+            form["scope"] = scope
+        body = urllib.parse.urlencode(form).encode()
+        return self._send("POST", realm, {"Content-Type": "application/x-www-form-urlencoded",
+                                          "Content-Length": str(len(body))}, body)
 
     def check_login(self) -> bool:
         """Do the credentials work? False when the registry needs none."""

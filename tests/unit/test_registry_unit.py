@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -170,6 +172,127 @@ def test_auth_files_order_and_formats(tmp_path, monkeypatch):
     (xdg / "containers" / "auth.json").write_text('{"auths": {"x.io": {"auth": "!!"}}}')
     with pytest.raises(HakoError, match="not base64"):
         regauth.lookup("x.io")
+
+
+FAKE_HELPER = """#!/bin/sh
+# docker-credential-fake: answers from environment variables, logs its calls
+read -r server || true
+echo "$1 $server" >> "$FAKE_LOG"
+case "$1:$FAKE_MODE" in
+  get:user) printf '{"ServerURL":"%s","Username":"helper-user","Secret":"s3cret"}' "$server";;
+  get:token) printf '{"ServerURL":"%s","Username":"<token>","Secret":"refresh"}' "$server";;
+  get:empty) printf '{"ServerURL":"%s","Username":"","Secret":""}' "$server";;
+  get:slow) sleep 5;;
+  store:*|erase:user) ;;
+  *) echo "credentials not found in native keychain"; exit 1;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_helper(tmp_path, monkeypatch):
+    """docker-credential-fake on PATH; HOME and XDG_RUNTIME_DIR of the test's own."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    prog = bindir / "docker-credential-fake"
+    prog.write_text(FAKE_HELPER)
+    prog.chmod(0o755)
+    home, xdg = tmp_path / "home", tmp_path / "xdg"
+    (home / ".docker").mkdir(parents=True)
+    (xdg / "containers").mkdir(parents=True)
+    for k, v in {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": home, "XDG_RUNTIME_DIR": xdg,
+                 "FAKE_LOG": tmp_path / "log", "FAKE_MODE": "user"}.items():
+        monkeypatch.setenv(k, str(v))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    log = tmp_path / "log"
+
+    def calls() -> list[str]:
+        return log.read_text().splitlines() if log.exists() else []
+    return home / ".docker" / "config.json", xdg / "containers" / "auth.json", calls
+
+
+def test_cred_helpers_order(fake_helper, monkeypatch):
+    docker, podman, calls = fake_helper
+    pw = base64.b64encode(b"file-user:pw").decode()
+    podman.write_text(json.dumps({"credHelpers": {"https://reg.io/v1/": "fake"},
+                                  "auths": {"reg.io": {"auth": pw}, "other.io": {"auth": pw}}}))
+    c = regauth.lookup("reg.io", "a/b")
+    assert (c.user, c.password, c.identity_token) == ("helper-user", "s3cret", False)
+    assert "docker-credential-fake" in c.source and "s3cret" not in repr(c)
+    assert calls() == ["get https://reg.io/v1/"]  # the key as the file wrote it
+    assert regauth.lookup("other.io").user == "file-user"  # no helper named for it
+    monkeypatch.setenv("FAKE_MODE", "empty")  # the helper has nothing: the next file
+    assert regauth.lookup("reg.io") is None
+    docker.write_text(json.dumps({"auths": {"reg.io": {"auth": pw}}}))
+    assert regauth.lookup("reg.io").source == str(docker)
+    # docker's credsStore: after the file's own entries; docker.io as docker names it
+    docker.write_text(json.dumps({"credsStore": "fake", "auths": {"x.io": {}}}))
+    podman.unlink()
+    monkeypatch.setenv("FAKE_MODE", "token")
+    c = regauth.lookup("docker.io", "library/busybox")
+    assert c.identity_token and c.password == "refresh"
+    assert calls()[-1] == "get https://index.docker.io/v1/"
+    with pytest.raises(HakoError, match="identity token"):
+        c.basic()
+
+
+def test_cred_helpers_login_logout(fake_helper, monkeypatch):
+    docker, podman, calls = fake_helper
+    podman.write_text(json.dumps({"credHelpers": {"reg.io": "fake"}}))
+    where = regauth.store_login("reg.io", regauth.Credentials("u", "p", "t"))
+    assert where == "docker-credential-fake" and len(calls()) == 1
+    action, _, sent = calls()[0].partition(" ")
+    assert action == "store" and json.loads(sent) == {"ServerURL": "reg.io", "Username": "u",
+                                                      "Secret": "p"}
+    assert json.loads(podman.read_text()) == {"credHelpers": {"reg.io": "fake"}}
+    path, gone = regauth.remove_login("reg.io")
+    assert gone == ["reg.io"] and calls()[-1] == "erase reg.io"
+    monkeypatch.setenv("FAKE_MODE", "none")
+    assert regauth.remove_login("reg.io")[1] == []  # the helper held nothing
+    # a file with credsStore keeps docker's empty placeholder
+    af = docker.parent / "af.json"
+    af.write_text(json.dumps({"credsStore": "fake", "auths": {"a.io": {}, "b.io": {}}}))
+    regauth.store_login("c.io", regauth.Credentials("u", "p", "t"), str(af))
+    assert json.loads(af.read_text())["auths"] == {"a.io": {}, "b.io": {}, "c.io": {}}
+    monkeypatch.setenv("FAKE_MODE", "user")
+    _, gone = regauth.remove_login(None, str(af))
+    assert gone == ["a.io", "b.io", "c.io"] and json.loads(af.read_text())["auths"] == {}
+
+
+@pytest.mark.parametrize("doc,match", [
+    ({"credHelpers": {"reg.io": "absent"}}, "docker-credential-absent is not in \\$PATH"),
+    ({"credHelpers": {"reg.io": "a/b"}}, "not a credential helper name"),
+    ({"credHelpers": {"reg.io": ""}}, "not a credential helper name"),
+    ({"credsStore": ["fake"]}, "credsStore: .* not a credential helper name"),
+])
+def test_cred_helper_config_errors(fake_helper, doc, match):
+    _, podman, _ = fake_helper
+    podman.write_text(json.dumps(doc))
+    with pytest.raises(HakoError, match=match) as e:
+        regauth.lookup("reg.io")
+    assert str(podman) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cred_helper_answers(fake_helper, monkeypatch):
+    from runtime.image import credhelper
+    monkeypatch.setenv("FAKE_MODE", "none")
+    assert credhelper.get("fake", "reg.io", "w") is None
+    monkeypatch.setattr(credhelper, "TIMEOUT", 0.5)
+    monkeypatch.setenv("FAKE_MODE", "slow")
+    with pytest.raises(HakoError, match="did not answer in 0s|did not answer in 1s"):
+        credhelper.get("fake", "reg.io", "w")
+
+
+@given(st.text(max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_cred_helper_names_are_never_paths(name):
+    from runtime.image import credhelper
+    try:
+        got = credhelper.check_name(name, "w")
+    except HakoError:
+        return
+    assert got == name and "/" not in name and "\0" not in name and name not in (".", "..")
 
 
 def test_no_runtime_verb_imports_the_registry_client():
