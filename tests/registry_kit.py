@@ -121,6 +121,9 @@ class Registry:
         cfg = ["version: 0.1", "log:", "  level: warn", "  accesslog:", "    disabled: true",
                "storage:", "  filesystem:", f"    rootdirectory: {self.dir / 'data'}",
                "  delete:", "    enabled: true",
+               # a manifest's layer urls: loopback only (none are allowed by default)
+               "validation:", "  manifests:", "    urls:", "      allow:",
+               "        - '^https?://127\\.0\\.0\\.1:[0-9]+/'",
                "http:", f"  addr: 127.0.0.1:{self.port}", "  secret: hako-test"]
         if tls:
             cfg += ["  tls:", f"    certificate: {tls['cert']}", f"    key: {tls['key']}"]
@@ -157,12 +160,7 @@ class Registry:
     def manifest(self, repo: str, ref: str, creds: tuple[str, str] | None = None
                  ) -> tuple[bytes, str]:
         """(bytes, digest) of a manifest as the registry serves it (no auth)."""
-        if self.tls:
-            import ssl
-            ctx = ssl.create_default_context(cafile=str(self.tls["ca"]))
-            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30, context=ctx)
-        else:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn = self._conn()
         try:
             conn.request("GET", f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT})
             r = conn.getresponse()
@@ -172,6 +170,71 @@ class Registry:
             return data, "sha256:" + hashlib.sha256(data).hexdigest()
         finally:
             conn.close()
+
+
+    def _conn(self):
+        if self.tls:
+            import ssl
+            ctx = ssl.create_default_context(cafile=str(self.tls["ca"]))
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30, context=ctx)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+
+    def put_manifest(self, repo: str, ref: str, data: bytes, media_type: str) -> None:
+        conn = self._conn()
+        try:
+            conn.request("PUT", f"/v2/{repo}/manifests/{ref}", body=data,
+                         headers={"Content-Type": media_type})
+            r = conn.getresponse()
+            body = r.read()
+            if r.status != 201:
+                raise RuntimeError(f"PUT manifest {repo}:{ref}: HTTP {r.status}: {body[:300]}")
+        finally:
+            conn.close()
+
+    def delete_blob(self, repo: str, digest: str) -> None:
+        """Unlink the blob from the repository (it then answers 404 there)."""
+        conn = self._conn()
+        try:
+            conn.request("DELETE", f"/v2/{repo}/blobs/{digest}")
+            r = conn.getresponse()
+            r.read()
+            if r.status != 202:
+                raise RuntimeError(f"DELETE blob {repo}@{digest}: HTTP {r.status}")
+        finally:
+            conn.close()
+
+
+class BlobServer:
+    """Plain HTTP on loopback: GET path -> the bytes given for it (404
+    otherwise); every request's path and headers are kept."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = dict(files)
+        self.requests: list[tuple[str, dict]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                server.requests.append((self.path, dict(self.headers)))
+                body = server.files.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                body = body if body is not None else b"not here"
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
 
 
 def push(layout: Path, name: str, dest: str, *, all_platforms: bool = False,

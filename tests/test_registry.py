@@ -480,3 +480,55 @@ def test_an_image_with_a_repeated_layer(rt, kit):
     assert run_image(rt, f"oci:{layout}:rep") == "one\n"
     layers = list((store_of(rt) / "layers").iterdir())
     assert len(layers) == 2 and all((p / "layer.json").exists() for p in layers)
+
+
+# ------------------------------------------------------- non-distributable layers
+@pytest.fixture(scope="session")
+def foreign(kit):
+    """test/foreign:1 and :dead, whose marker layer is non-distributable: the
+    registry does not hold it, its descriptor's urls point at a BlobServer."""
+    base_manifest, _ = kit.reg.manifest("test/one", "1")
+    K.push(kit.layouts["one"], "one", f"{kit.reg.host}/test/foreign:seed")
+    doc = json.loads(base_manifest)
+    layer = doc["layers"][1]
+    hexd = layer["digest"].split(":", 1)[1]
+    data = (kit.layouts["one"] / "blobs" / "sha256" / hexd).read_bytes()
+    tampered = data[:-1] + bytes([data[-1] ^ 0xFF])  # (a gzip often ends in a 0 byte)
+    server = K.BlobServer({f"/good/{hexd}": data, "/tampered": tampered})
+    try:
+        def tag(name: str, urls: list[str]) -> None:
+            d = json.loads(base_manifest)
+            d["layers"][1]["mediaType"] = \
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            d["layers"][1]["urls"] = urls
+            kit.reg.put_manifest("test/foreign", name, json.dumps(d).encode(),
+                                 d.get("mediaType", "application/vnd.oci.image.manifest.v1+json"))
+        tag("1", [f"{server.url}/tampered", f"{server.url}/missing", f"{server.url}/good/{hexd}"])
+        tag("dead", [f"{server.url}/tampered"])
+        kit.reg.delete_blob("test/foreign", layer["digest"])
+        yield SimpleNamespace(server=server, digest=layer["digest"], hex=hexd)
+    finally:
+        server.close()
+
+
+def test_a_non_distributable_layer_comes_from_its_urls(rt, kit, foreign):
+    """Its urls are tried in order (a tampered one and a missing one are passed
+    over), with no registry credentials; the digest decides."""
+    foreign.server.requests.clear()
+    ref = f"{kit.reg.host}/test/foreign:1"
+    r = pull(rt, ref, debug=True)
+    paths = [p for p, _ in foreign.server.requests]
+    assert paths == ["/tampered", "/missing", f"/good/{foreign.hex}"], (paths, r.stderr)
+    assert not [h for _, h in foreign.server.requests if "Authorization" in h]
+    assert "digest mismatch" in r.stderr and "trying the next source" in r.stderr, r.stderr
+    assert run_image(rt, ref, "--pull", "never") == "one\n"
+
+
+def test_a_non_distributable_layer_no_source_has(rt, kit, foreign):
+    ref = f"{kit.reg.host}/test/foreign:dead"
+    r = pull(rt, ref, check=False)
+    lines = [x for x in r.stderr.splitlines() if x.startswith("hako")]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert "not found" in lines[0] and "its urls failed too" in lines[0] \
+        and "/tampered: digest mismatch" in lines[0], lines[0]
+    assert_nothing_kept(rt, blobs=(foreign.digest,))

@@ -93,7 +93,7 @@ def _login(g: dict, opts: dict, args: list[str]) -> int:
     try:
         reg.check_login()
     finally:
-        reg.client.close()
+        reg.close()
     path = regauth.store_login(registry, creds, opts.get("authfile"))
     log.debug(f"login: credentials for {registry} written to {path}")
     print("Login Succeeded!")

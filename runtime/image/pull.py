@@ -26,7 +26,7 @@ import threading
 from runtime.errors import HakoError
 from runtime.image import digest as D
 from runtime.image import content as C
-from runtime.image import httpc, regauth, regconf
+from runtime.image import blobfetch, httpc, regauth, regconf
 from runtime.image import reference as R
 from runtime.image import source as S
 from runtime.image.pullview import Display, human
@@ -123,11 +123,11 @@ class _Registries:
 
     def close(self) -> None:
         for r in self.by_host.values():
-            r.client.close()
+            r.close()
 
     def abort(self) -> None:
         for r in self.by_host.values():
-            r.client.abort()
+            r.abort()
 
 
 def _json(data: bytes, what: str) -> dict:
@@ -203,11 +203,25 @@ def resolve(reg: Registry, ref: R.Reference, want: dict, explicit: bool, names: 
         size = ld.get("size")
         if size is not None and (not isinstance(size, int) or size < 0):
             raise PullError(f"{what}: layers[{i}]: invalid size {size!r}")
-        layers.append(S.LayerRef(ld["digest"], did, mt, size, ""))
+        layers.append(S.LayerRef(ld["digest"], did, mt, size, "",
+                                 _urls(ld.get("urls"), f"{what}: layers[{i}].urls")))
     S._check_config_platform(config, want, what, strict=explicit)
     if ref.digest:
         names = names + [f"{ref.name}@{ref.digest}"]
     return RemoteImage(ref, names, digest, cdesc["digest"], craw, config, layers)
+
+
+def _urls(value, what: str) -> tuple[str, ...]:
+    """A descriptor's urls: HTTP(S) addresses the blob may also come from."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(u, str) for u in value):
+        raise PullError(f"{what}: expected a list of URLs")
+    for u in value:
+        if not u.startswith(("https://", "http://")) or "#" in u or any(
+                c.isspace() or ord(c) < 32 for c in u):
+            raise PullError(f"{what}: {u[:100]!r} is not an http(s) URL")
+    return tuple(value)
 
 
 def find(text: str, opts: Options, regs: _Registries) -> tuple[Registry, RemoteImage]:
@@ -310,12 +324,13 @@ def _worker(queue: list, qlock: threading.Lock, reg: Registry, repo: str, store,
                 display.set(blob.row, "already in the store", "already in the store")
             else:
                 display.set(blob.row, "downloading")
-                desc = {"digest": blob.layer.digest, "size": blob.layer.size}
+                desc = {"digest": blob.layer.digest, "size": blob.layer.size,
+                        "urls": blob.layer.urls}
 
                 def progress(n: int, row=blob.row) -> None:
                     row["done"] = n
-                reg.download(repo, desc, blob.path, f"{blob.layer.digest[:19]}",
-                             progress=progress, stop=stop)
+                blobfetch.download(reg, repo, desc, blob.path, f"{blob.layer.digest[:19]}",
+                                   progress=progress, stop=stop)
                 store.content.commit(blob.path, blob.layer.digest)
                 blob.fetched = True
                 display.set(blob.row, "downloaded",

@@ -9,9 +9,8 @@
   are cached per scope and refreshed on a 401).
 - Retries: connection failures, 408/429/5xx, up to ``RETRIES`` times, waiting
   ``Retry-After`` (capped) or a growing back-off.
-- Blobs are verified (digest and size) while streamed into a file; a
-  download cut short is resumed with ``Range: bytes=N-`` (a server that
-  ignores Range sends it whole again, and the file restarts).
+- Manifests and small blobs (configs) are read whole and verified here;
+  layers stream into files through blobfetch.py (resumed with ``Range``).
 
 Nothing here prints: secrets never reach an error message (errors name the
 registry, the user and the status, never a header).
@@ -19,9 +18,7 @@ registry, the user and the status, never a header).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import ssl
 import threading
 import time
@@ -30,7 +27,6 @@ import urllib.parse
 from runtime.errors import HakoError
 from runtime.image import digest as D
 from runtime.image import httpc, regconf
-from runtime.image.content import Writeback
 from runtime.image import reference as R
 from runtime.image.regauth import Credentials
 
@@ -38,7 +34,6 @@ RETRIES = 5
 MAX_WAIT = 30.0
 MAX_MANIFEST = 8 << 20
 MAX_CONFIG = 32 << 20
-CHUNK = 1 << 20
 MANIFEST_ACCEPT = ", ".join([
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.oci.image.manifest.v1+json",
@@ -162,11 +157,31 @@ class Registry:
         self.cert_dir = cert_dir
         self._ctx: ssl.SSLContext | None = None
         self.client = client or httpc.Client(self._tls)
+        self._foreign: httpc.Client | None = None  # for layers' urls (other hosts)
         self.base: str | None = None          # scheme://host after ping()
         self.challenge: tuple[str, dict] | None = None
         self.tokens: dict[str, str] = {}      # scope -> bearer token
         self.lock = threading.Lock()
         self.log = log or (lambda msg: None)
+
+    def close(self) -> None:
+        self.client.close()
+        if self._foreign is not None:
+            self._foreign.close()
+
+    def abort(self) -> None:
+        self.client.abort()
+        if self._foreign is not None:
+            self._foreign.abort()
+
+    def _foreign_client(self) -> httpc.Client:
+        """Another host's TLS: the system CAs, never the registry's certs.d or
+        credentials."""
+        with self.lock:
+            if self._foreign is None:
+                ctx = ssl.create_default_context()
+                self._foreign = httpc.Client(lambda hostport: ctx)
+            return self._foreign
 
     def _tls(self, hostport: str) -> ssl.SSLContext:
         if self._ctx is None:
@@ -401,141 +416,3 @@ class Registry:
             raise D.DigestError(f"{what}: size mismatch: expected {desc['size']} bytes, "
                                 f"got {len(data)}")
         return D.verify_bytes(data, dg, what)
-
-    def download(self, repo: str, desc: dict, path: str, what: str, *, progress=None,
-                 stop: threading.Event | None = None) -> None:
-        """The blob into *path* (continuing a partial file there), verified;
-        on a mismatch the file is removed and DigestError raised."""
-        dg = desc["digest"]
-        algo, _ = D.parse(dg, what)
-        size = desc.get("size")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        ok = False
-        try:
-            with os.fdopen(fd, "r+b", buffering=0) as f:
-                st = _Partial(f, algo)
-                st.rehash()
-                if size is not None and st.offset > size:
-                    st.restart()
-                leftover = st.offset > 0  # from a pull that was killed
-                while True:
-                    self._fetch_all(repo, dg, st, size, what, progress, stop)
-                    got = f"{algo}:{st.h.hexdigest()}"
-                    if got == dg and (size is None or st.offset == size):
-                        break
-                    if leftover:
-                        # what the killed pull left was not the start of this blob
-                        self.log(f"{what}: the partial download left earlier does not "
-                                 "match: starting again")
-                        leftover = False
-                        st.restart()
-                        continue
-                    if size is not None and st.offset != size:
-                        raise D.DigestError(f"{what}: size mismatch: expected {size} bytes, "
-                                            f"got {st.offset}")
-                    raise D.DigestError(f"{what}: digest mismatch: expected {dg}, content "
-                                        f"is {got}")
-                ok = True
-        finally:
-            if not ok:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-
-    def _fetch_all(self, repo: str, dg: str, st: "_Partial", size: int | None, what: str,
-                   progress, stop) -> None:
-        """From st.offset to the end, resuming after connection failures."""
-        failures = 0
-        while True:
-            if stop is not None and stop.is_set():
-                raise Stopped()
-            try:
-                self._fetch_range(repo, dg, st, size, what, progress, stop)
-                return
-            except httpc.TransportError as e:
-                if e.tls:
-                    raise
-                failures += 1
-                if failures > RETRIES:
-                    raise httpc.TransportError(f"{what}: {e} (gave up after "
-                                               f"{RETRIES} retries)") from None
-                self.log(f"{what}: {e}: resuming at byte {st.offset}")
-                time.sleep(_retry_after(None, failures - 1))
-
-    def _fetch_range(self, repo: str, dg: str, st: "_Partial", size: int | None, what: str,
-                     progress, stop) -> None:
-        """One GET from st.offset to the end; st follows every byte written,
-        so a failure midway leaves it where the next Range starts."""
-        if size is not None and st.offset == size and st.offset:
-            return  # a complete file left by an earlier pull: only verified
-        headers = {"Range": f"bytes={st.offset}-"} if st.offset else {}
-        resp = self.get(repo, f"blobs/{dg}", what, headers)
-        try:
-            if resp.status == 206 and st.offset:
-                cr = resp.header("Content-Range") or ""
-                if not cr.startswith(f"bytes {st.offset}-"):
-                    raise RegistryError(f"{what}: asked for bytes {st.offset}- and got "
-                                        f"{cr or 'no Content-Range'}")
-            elif resp.status == 200:
-                if st.offset:
-                    self.log(f"{what}: the registry ignored Range: starting again")
-                    st.restart()
-            else:
-                raise self._refusal(resp, what)
-            st.f.seek(st.offset)
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
-            while True:
-                n = resp.readinto(view)
-                if not n:
-                    break
-                if stop is not None and stop.is_set():
-                    raise Stopped()
-                st.add(view[:n])
-                if size is not None and st.offset > size:
-                    raise D.DigestError(f"{what}: size mismatch: more than the {size} bytes "
-                                        "the manifest gives")
-                if progress is not None:
-                    progress(st.offset)
-            left = resp.resp.length
-            if (size is not None and st.offset < size) or left:
-                raise httpc.TransportError(f"{self.registry}: connection closed at byte "
-                                           f"{st.offset} of {size if size is not None else '?'}")
-        finally:
-            resp.close()
-
-
-class _Partial:
-    """A blob file being written and the hash of what it holds."""
-
-    def __init__(self, f, algo: str) -> None:
-        self.f = f
-        self.algo = algo
-        self.offset = 0
-        with httpc.GATE.shared():
-            self.h = hashlib.new(algo)
-            self.wb = Writeback(f.fileno())
-
-    def rehash(self) -> None:
-        """Hash what an earlier, interrupted pull left in the file."""
-        self.f.seek(0)
-        while True:
-            b = self.f.read(CHUNK)
-            if not b:
-                return
-            self.h.update(b)
-            self.offset += len(b)
-
-    def restart(self) -> None:
-        self.f.seek(0)
-        self.f.truncate(0)
-        self.offset = self.wb.done = 0
-        with httpc.GATE.shared():
-            self.h = hashlib.new(self.algo)
-
-    def add(self, data) -> None:
-        self.f.write(data)
-        self.h.update(data)
-        self.offset += len(data)
-        self.wb.wrote(self.offset)

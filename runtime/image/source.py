@@ -205,14 +205,14 @@ class TarFiles(_Files):
 
 # ------------------------------------------------------------------------- image
 class LayerRef:
-    __slots__ = ("digest", "diff_id", "media_type", "size", "rel")
+    __slots__ = ("digest", "diff_id", "media_type", "size", "rel", "urls")
 
     def __init__(self, digest: str | None, diff_id: str, media_type: str, size: int | None,
-                 rel: str) -> None:
+                 rel: str, urls: tuple[str, ...] = ()) -> None:
         self.digest = digest          # the blob's digest (None: legacy docker layer.tar)
         self.diff_id = diff_id        # the uncompressed tar's digest: the store key
         self.media_type, self.size = media_type, size
-        self.rel = rel                # where the blob is in the layout/archive
+        self.rel, self.urls = rel, urls  # where it is in the layout/archive; other sources
 
 
 class Image:

@@ -295,6 +295,26 @@ def test_cred_helper_names_are_never_paths(name):
     assert got == name and "/" not in name and "\0" not in name and name not in (".", "..")
 
 
+@pytest.mark.parametrize("urls,match", [
+    ("http://x/y", "expected a list of URLs"),
+    ([1], "expected a list of URLs"),
+    (["file:///etc/passwd"], "not an http\\(s\\) URL"),
+    (["https://x/y#frag"], "not an http\\(s\\) URL"),
+    (["https://x/a b"], "not an http\\(s\\) URL"),
+])
+def test_layer_urls_refused(urls, match):
+    from runtime.image import pull
+    with pytest.raises(HakoError, match=match) as e:
+        pull._urls(urls, "img: layers[1].urls")
+    assert str(e.value).startswith("img: layers[1].urls: ")
+
+
+def test_layer_urls_kept_in_order():
+    from runtime.image import pull
+    assert pull._urls(None, "w") == ()
+    assert pull._urls(["https://a/1", "http://b/2"], "w") == ("https://a/1", "http://b/2")
+
+
 def test_no_runtime_verb_imports_the_registry_client():
     """Only `images` and `bundle` load HTTP/TLS: not the lifecycle verbs, nor the
     image modules the container init uses."""
