@@ -15,6 +15,7 @@ from runtime.namespaces import FLAGS as NAMESPACES
 
 def _mount_options() -> list[str]:
     opts = set(mountopts.FLAGS) | set(mountopts.PROPAGATION) | set(mountopts.EXTENSIONS)
+    opts |= set(mountopts.RECURSIVE)  # mount_setattr: Linux 5.12, older gets a clear error
     return sorted(opts - set(mountopts.UNSUPPORTED))
 
 

@@ -5,7 +5,9 @@ sets or clears an MS_* flag, is a propagation change (applied by a separate
 mount call after the mount itself), is an extension hako handles itself
 (``tmpcopyup``), or is passed to the filesystem in the data string
 (``mode=755``, ``size=65536k``, ``newinstance`` ...). Options apply in order, so
-``ro,rw`` is read-write, like mount(8).
+``ro,rw`` is read-write, like mount(8). The ``r``-prefixed attributes (``rro``,
+``rnosuid`` ...) apply to the mount and every mount below it, through
+mount_setattr(2) with AT_RECURSIVE, as runc (>= 1.1) does.
 
 Standard library only; no imports beyond the syscall constants.
 """
@@ -13,9 +15,12 @@ Standard library only; no imports beyond the syscall constants.
 from __future__ import annotations
 
 from runtime.syscalls import (
-    MS_BIND, MS_DIRSYNC, MS_LAZYTIME, MS_MANDLOCK, MS_NOATIME, MS_NODEV, MS_NODIRATIME,
-    MS_NOEXEC, MS_NOSUID, MS_NOSYMFOLLOW, MS_PRIVATE, MS_RDONLY, MS_REC, MS_RELATIME,
-    MS_REMOUNT, MS_SHARED, MS_SLAVE, MS_STRICTATIME, MS_SYNCHRONOUS, MS_UNBINDABLE,
+    MOUNT_ATTR__ATIME, MOUNT_ATTR_NOATIME, MOUNT_ATTR_NODEV, MOUNT_ATTR_NODIRATIME,
+    MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NOSYMFOLLOW, MOUNT_ATTR_RDONLY,
+    MOUNT_ATTR_RELATIME, MOUNT_ATTR_STRICTATIME, MS_BIND, MS_DIRSYNC, MS_LAZYTIME,
+    MS_MANDLOCK, MS_NOATIME, MS_NODEV, MS_NODIRATIME, MS_NOEXEC, MS_NOSUID, MS_NOSYMFOLLOW,
+    MS_PRIVATE, MS_RDONLY, MS_REC, MS_RELATIME, MS_REMOUNT, MS_SHARED, MS_SLAVE,
+    MS_STRICTATIME, MS_SYNCHRONOUS, MS_UNBINDABLE,
 )
 
 #: option -> (clears?, flag)
@@ -66,13 +71,30 @@ PROPAGATION: dict[str, int] = {
 #: options hako understands but does not pass to mount(2)
 EXTENSIONS = frozenset({"tmpcopyup", "notmpcopyup"})
 
-#: options that need mount_setattr(2) / idmapped mounts, which hako does not do yet
-UNSUPPORTED = frozenset({
-    "idmap", "ridmap",
-    "rro", "rrw", "rnosuid", "rsuid", "rnodev", "rdev", "rnoexec", "rexec",
-    "rnodiratime", "rdiratime", "rrelatime", "rnorelatime", "rnoatime", "ratime",
-    "rstrictatime", "rnostrictatime", "rnosymfollow", "rsymfollow",
-})
+#: recursive attribute option -> (clears?, MOUNT_ATTR_* flag), runc's table
+RECURSIVE: dict[str, tuple[bool, int]] = {
+    "rro": (False, MOUNT_ATTR_RDONLY),
+    "rrw": (True, MOUNT_ATTR_RDONLY),
+    "rnosuid": (False, MOUNT_ATTR_NOSUID),
+    "rsuid": (True, MOUNT_ATTR_NOSUID),
+    "rnodev": (False, MOUNT_ATTR_NODEV),
+    "rdev": (True, MOUNT_ATTR_NODEV),
+    "rnoexec": (False, MOUNT_ATTR_NOEXEC),
+    "rexec": (True, MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (False, MOUNT_ATTR_NODIRATIME),
+    "rdiratime": (True, MOUNT_ATTR_NODIRATIME),
+    "rrelatime": (False, MOUNT_ATTR_RELATIME),
+    "rnorelatime": (True, MOUNT_ATTR_RELATIME),
+    "rnoatime": (False, MOUNT_ATTR_NOATIME),
+    "ratime": (True, MOUNT_ATTR_NOATIME),
+    "rstrictatime": (False, MOUNT_ATTR_STRICTATIME),
+    "rnostrictatime": (True, MOUNT_ATTR_STRICTATIME),
+    "rnosymfollow": (False, MOUNT_ATTR_NOSYMFOLLOW),
+    "rsymfollow": (True, MOUNT_ATTR_NOSYMFOLLOW),
+}
+
+#: options that need idmapped mounts, which hako does not do yet
+UNSUPPORTED = frozenset({"idmap", "ridmap"})
 
 PROPAGATION_MASK = MS_SHARED | MS_SLAVE | MS_PRIVATE | MS_UNBINDABLE
 
@@ -104,10 +126,13 @@ class MountOptions:
     ``cleared``: flags the user explicitly asked to be off (``rw``, ``suid`` ...);
     ``propagation``: flags for the follow-up propagation calls, in order;
     ``data``: the comma-joined filesystem options; ``extensions``: hako-only
-    options present; ``unsupported``: options hako refuses.
+    options present; ``unsupported``: options hako refuses; ``rec_set`` /
+    ``rec_clr``: MOUNT_ATTR_* flags for mount_setattr(AT_RECURSIVE), and
+    ``recursive`` the options they came from (for messages).
     """
 
-    __slots__ = ("flags", "cleared", "propagation", "data", "extensions", "unsupported")
+    __slots__ = ("flags", "cleared", "propagation", "data", "extensions", "unsupported",
+                 "rec_set", "rec_clr", "recursive")
 
     def __init__(self) -> None:
         self.flags = 0
@@ -116,6 +141,9 @@ class MountOptions:
         self.data = ""
         self.extensions: set[str] = set()
         self.unsupported: list[str] = []
+        self.rec_set = 0
+        self.rec_clr = 0
+        self.recursive: list[str] = []
 
     @property
     def is_bind(self) -> bool:
@@ -128,7 +156,8 @@ class MountOptions:
     def __repr__(self) -> str:
         return (f"MountOptions(flags={self.flags:#x}, cleared={self.cleared:#x}, "
                 f"propagation={[hex(p) for p in self.propagation]}, data={self.data!r}, "
-                f"extensions={sorted(self.extensions)}, unsupported={self.unsupported})")
+                f"extensions={sorted(self.extensions)}, unsupported={self.unsupported}, "
+                f"rec_set={self.rec_set:#x}, rec_clr={self.rec_clr:#x})")
 
 
 def parse_options(options: list[str] | tuple[str, ...] | None) -> MountOptions:
@@ -151,6 +180,20 @@ def parse_options(options: list[str] | tuple[str, ...] | None) -> MountOptions:
                 out.extensions.discard("tmpcopyup")
             else:
                 out.extensions.add(opt)
+        elif opt in RECURSIVE:
+            clear, attr = RECURSIVE[opt]
+            out.recursive.append(opt)
+            if clear:
+                out.rec_clr |= attr
+                out.rec_set &= ~attr
+            else:
+                out.rec_set |= attr
+                out.rec_clr &= ~attr
+                if attr & MOUNT_ATTR__ATIME == attr:
+                    # mount_setattr(2): an access-time mode in attr_set needs the
+                    # whole MOUNT_ATTR__ATIME field in attr_clr
+                    out.rec_set &= ~MOUNT_ATTR__ATIME | attr
+                    out.rec_clr |= MOUNT_ATTR__ATIME
         elif opt in UNSUPPORTED:
             out.unsupported.append(opt)
         elif opt:

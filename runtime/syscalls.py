@@ -57,6 +57,21 @@ MNT_FORCE = 1
 MNT_DETACH = 2
 UMOUNT_NOFOLLOW = 8
 
+# mount_setattr(2) (linux/mount.h)
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70
+MOUNT_ATTR_RELATIME = 0x0
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_IDMAP = 0x100000
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+
 # openat2 resolve flags
 RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -116,6 +131,11 @@ def _fail(what: str) -> OSError:
 class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
                 ("resolve", ctypes.c_uint64)]
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
 class _CapHeader(ctypes.Structure):
@@ -223,6 +243,17 @@ class Syscalls:
     def umount2(self, target: str, flags: int = 0) -> None:
         if _libc.umount2(_b(target), ctypes.c_int(flags)) != 0:
             raise _fail(f"umount {target}")
+
+    def mount_setattr(self, dirfd: int, path: str, flags: int, attr_set: int,
+                      attr_clr: int = 0, propagation: int = 0, userns_fd: int = 0, *,
+                      label: str = "") -> None:
+        """Change the attributes of a mount (``AT_RECURSIVE``: of the whole tree)."""
+        attr = _MountAttr(attr_set, attr_clr, propagation, userns_fd)
+        if _syscall(ctypes.c_long(_NR["mount_setattr"]), ctypes.c_int(dirfd), _b(path),
+                    ctypes.c_uint(flags), ctypes.byref(attr),
+                    ctypes.c_size_t(ctypes.sizeof(attr))) != 0:
+            raise _fail(f"mount_setattr({label or path}, set {attr_set:#x}, "
+                        f"clear {attr_clr:#x})")
 
     def pivot_root(self, new_root: str, put_old: str) -> None:
         if _syscall(ctypes.c_long(_NR["pivot_root"]), _b(new_root), _b(put_old)) != 0:

@@ -61,6 +61,12 @@ class FakeSyscalls(Syscalls):
     def umount2(self, target, flags=0):
         self._record("umount2", self.fd_path(target), flags)
 
+    def mount_setattr(self, dirfd, path, flags, attr_set, attr_clr=0, propagation=0,
+                      userns_fd=0, *, label=""):
+        where = self.fd_path(f"/proc/self/fd/{dirfd}") if dirfd >= 0 and not path else path
+        self._record("mount_setattr", where, flags, attr_set, attr_clr, propagation,
+                     userns_fd, label=label)
+
     def pivot_root(self, new_root, put_old):
         self._record("pivot_root", new_root, put_old)
 

@@ -15,7 +15,7 @@ from runtime.inroot import (
 from runtime.mountopts import ATIME_FLAGS, LOCKED_FLAGS, PROPAGATION_MASK, statvfs_to_flags
 from runtime.rootfs.hostmounts import MountInfo, read_mountinfo
 from runtime.syscalls import (
-    MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, MS_SHARED,
+    AT_EMPTY_PATH, AT_RECURSIVE, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, MS_SHARED,
     MS_SLAVE, MS_UNBINDABLE, Syscalls,
 )
 
@@ -184,6 +184,26 @@ class _Ctx:
                 except OSError as e:
                     raise RootfsError(f"mounts[{i}]: set propagation {_prop_name(flags)} on "
                                       f"{dest}: {_why(e)}", e.errno) from None
+        finally:
+            os.close(fd)
+
+    def set_recursive(self, i: int, dest: str, attr_set: int, attr_clr: int,
+                      names: list[str]) -> None:
+        """The r* options: mount_setattr(AT_RECURSIVE) on the mount at *dest* and
+        every mount below it."""
+        fd = self.reopen(i, dest)
+        try:
+            self.sc.mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, attr_set, attr_clr,
+                                  label=dest)
+        except OSError as e:
+            why = _why(e)
+            if e.errno == errno.ENOSYS:
+                why += " (mount_setattr needs Linux 5.12 or later)"
+            elif e.errno == errno.EPERM and self.userns:
+                why += (" (it or a mount below it comes from a more privileged user "
+                        "namespace, which locked this attribute)")
+            raise RootfsError(f"mounts[{i}]: {','.join(names)} on {dest}: {why}",
+                              e.errno) from None
         finally:
             os.close(fd)
 

@@ -41,10 +41,6 @@ def _mount_entry(ctx: _Ctx, i: int, m: dict) -> None:
             o in ("idmap", "ridmap") for o in opts.unsupported):
         raise RootfsError(f"mounts[{i}]: {dest}: idmapped mounts (uidMappings/gidMappings, "
                           "idmap) are not supported yet", errno.EOPNOTSUPP)
-    if opts.unsupported:
-        raise RootfsError(f"mounts[{i}]: {dest}: recursive mount attribute options "
-                          f"({','.join(opts.unsupported)}) are not supported yet",
-                          errno.EOPNOTSUPP)
     if typ == "bind":
         opts.flags |= MS_BIND
     if opts.flags & MS_REMOUNT:
@@ -63,6 +59,8 @@ def _mount_entry(ctx: _Ctx, i: int, m: dict) -> None:
         _cgroup_entry(ctx, i, m, dest, typ, opts)
     else:
         _other_entry(ctx, i, m, dest, typ, opts)
+    if opts.recursive:
+        ctx.set_recursive(i, dest, opts.rec_set, opts.rec_clr, opts.recursive)
 
 
 def _remount_entry(ctx: _Ctx, i: int, dest: str, opts: MountOptions) -> None:

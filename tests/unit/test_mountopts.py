@@ -12,7 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from runtime import mountopts as M  # noqa: E402
 from runtime.syscalls import (  # noqa: E402
-    MS_BIND, MS_DIRSYNC, MS_LAZYTIME, MS_MANDLOCK, MS_NOATIME, MS_NODEV, MS_NODIRATIME,
+    MOUNT_ATTR__ATIME, MOUNT_ATTR_NOATIME, MOUNT_ATTR_NODEV, MOUNT_ATTR_NODIRATIME,
+    MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NOSYMFOLLOW, MOUNT_ATTR_RDONLY,
+    MOUNT_ATTR_STRICTATIME, MS_BIND, MS_DIRSYNC, MS_LAZYTIME, MS_MANDLOCK, MS_NOATIME, MS_NODEV, MS_NODIRATIME,
     MS_NOEXEC, MS_NOSUID, MS_NOSYMFOLLOW, MS_PRIVATE, MS_RDONLY, MS_REC, MS_RELATIME,
     MS_REMOUNT, MS_SHARED, MS_SLAVE, MS_STRICTATIME, MS_SYNCHRONOUS, MS_UNBINDABLE,
 )
@@ -93,8 +95,40 @@ def test_extensions_and_unsupported():
     assert o.tmpcopyup and o.data == "mode=1777"
     assert not M.parse_options(["tmpcopyup", "notmpcopyup"]).tmpcopyup
     o = M.parse_options(["rbind", "idmap", "rro"])
-    assert o.unsupported == ["idmap", "rro"]
+    assert o.unsupported == ["idmap"]
     assert o.data == ""
+
+
+@pytest.mark.parametrize("opts,want_set,want_clr", [
+    (["rro"], MOUNT_ATTR_RDONLY, 0),
+    (["rro", "rrw"], 0, MOUNT_ATTR_RDONLY),
+    (["rrw", "rro"], MOUNT_ATTR_RDONLY, 0),
+    (["rnosuid", "rnodev", "rnoexec"], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+     | MOUNT_ATTR_NOEXEC, 0),
+    (["rsuid", "rdev", "rexec", "rsymfollow"], 0, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+     | MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NOSYMFOLLOW),
+    # an access-time mode set needs the whole atime field cleared (mount_setattr(2))
+    (["rnoatime"], MOUNT_ATTR_NOATIME, MOUNT_ATTR__ATIME),
+    (["rnoatime", "rstrictatime"], MOUNT_ATTR_STRICTATIME, MOUNT_ATTR__ATIME),
+    (["rnoatime", "rrelatime"], 0, MOUNT_ATTR__ATIME),
+    (["rnodiratime", "rnosymfollow"], MOUNT_ATTR_NODIRATIME | MOUNT_ATTR_NOSYMFOLLOW, 0),
+])
+def test_recursive_attributes(opts, want_set, want_clr):
+    o = M.parse_options(["rbind", "ro", *opts])
+    assert (o.rec_set, o.rec_clr) == (want_set, want_clr)
+    assert o.recursive == opts and o.flags & MS_RDONLY and not o.unsupported
+
+
+@given(st.lists(st.sampled_from(sorted(M.RECURSIVE)), max_size=8))
+def test_recursive_attributes_are_consistent(opts):
+    """Never a flag both set and cleared (but the atime field, which a mode set
+    needs cleared whole), and at most one atime mode set."""
+    o = M.parse_options(opts)
+    assert not o.rec_set & o.rec_clr & ~MOUNT_ATTR__ATIME
+    atime = o.rec_set & MOUNT_ATTR__ATIME
+    assert atime in (0, MOUNT_ATTR_NOATIME, MOUNT_ATTR_STRICTATIME)
+    if atime:
+        assert o.rec_clr & MOUNT_ATTR__ATIME == MOUNT_ATTR__ATIME
 
 
 def test_rootfs_propagation():

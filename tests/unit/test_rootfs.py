@@ -662,8 +662,13 @@ def test_errors_name_the_container_path(tmp_path, host, bundle, resolver):
          "mounts[0]: /x: idmapped mounts (uidMappings/gidMappings, idmap) are not supported "
          "yet"),
         ({"destination": "/x", "type": "bind", "source": "/tmp", "options": ["rbind", "rro"]},
-         None,
-         "mounts[0]: /x: recursive mount attribute options (rro) are not supported yet"),
+         lambda c: errno.ENOSYS if c.name == "mount_setattr" else 0,
+         "mounts[0]: rro on /x: Function not implemented (mount_setattr needs Linux 5.12 or "
+         "later)"),
+        ({"destination": "/x", "type": "tmpfs", "source": "tmpfs",
+          "options": ["rnosuid", "rsuid", "rexec"]},
+         lambda c: errno.EPERM if c.name == "mount_setattr" else 0,
+         "mounts[0]: rnosuid,rsuid,rexec on /x: Operation not permitted"),
         ({"destination": "/x", "source": "/tmp"}, None,
          "mounts[0]: /x: no type, and not a bind mount"),
         ({"destination": "/x", "type": "tmpfs", "source": "tmpfs", "options": ["shared"]},
@@ -925,3 +930,26 @@ def test_parse_mountinfo_escapes():
     assert (mi.fstype, mi.source, mi.superopts) == ("ext3", "/dev/root",
                                                     ["rw", "errors=continue"])
     assert R.parse_mountinfo("garbage\n") == []
+
+
+def test_recursive_attributes_after_the_mount(tmp_path, host, bundle, resolver):
+    """r* options: one mount_setattr(AT_EMPTY_PATH|AT_RECURSIVE) on the mounted
+    target, after its mount, flags remount and propagation calls."""
+    from runtime.syscalls import (AT_EMPTY_PATH, AT_RECURSIVE, MOUNT_ATTR__ATIME,
+                                  MOUNT_ATTR_NOATIME, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_RDONLY)
+    spec = {"root": {"path": "rootfs"}, "mounts": [
+        {"destination": "/data", "type": "bind", "source": str(tmp_path / "outside"),
+         "options": ["rbind", "ro", "rslave", "rro", "rnoexec", "rnoatime"]},
+        {"destination": "/plain", "type": "tmpfs", "source": "tmpfs", "options": ["ro"]}]}
+    fake = make_fake(resolver)
+    setup(spec, bundle, fake)
+    calls = fake.named("mount_setattr")
+    assert len(calls) == 1, calls
+    where, flags, aset, aclr, prop, userns = calls[0].args
+    assert where.endswith("/rootfs/data") and flags == AT_EMPTY_PATH | AT_RECURSIVE
+    assert (aset, aclr, prop, userns) == (
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NOATIME, MOUNT_ATTR__ATIME, 0, 0)
+    names = [c.name for c in fake.calls]
+    last_mount_of_data = max(i for i, c in enumerate(fake.calls)
+                             if c.name == "mount" and str(c.args[1]).endswith("/data"))
+    assert names.index("mount_setattr") > last_mount_of_data
