@@ -36,6 +36,12 @@ def check_supported(spec: dict, launch, *, console_socket: str | None, detach: b
             raise HakoError("--console-socket given, but process.terminal is false")
         from runtime.terminal import check_socket_path
         check_socket_path(console_socket)
+    if launch.idmap_wanted:
+        from runtime import idmapped
+        try:
+            idmapped.check(spec, launch, rootless=rootless)
+        except HakoError as e:
+            raise HakoError(f"config.json: {e}") from None
     if linux.get("intelRdt"):
         raise HakoError("config.json: linux.intelRdt: Intel RDT (resctrl) is not supported by hako")
     if linux.get("netDevices"):

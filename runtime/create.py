@@ -94,6 +94,7 @@ class Creation:
             self.make_cgroup()
             self.make_console_pair()
             self.make_fifo()
+            self.make_idmapped_mounts()
             self.spawn_init()
             self.sync_until_ready()
             self.record_state()
@@ -251,6 +252,23 @@ class Creation:
         self.launch.fifo_fd = os.open(FIFO, os.O_PATH | os.O_CLOEXEC, dir_fd=c.dirfd)
         self.launch.state_fd = os.open(c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
+    def make_idmapped_mounts(self) -> None:
+        """Idmapped bind mounts are made here, where their host IDs mean what
+        they say; the init moves them into place (runtime/idmapped.py)."""
+        if self.launch.idmap_wanted:
+            from runtime import idmapped
+            from runtime.syscalls import SYS
+            try:
+                self.launch.idmapped = idmapped.prepare(self.spec, self.launch, SYS)
+            except HakoError as e:
+                raise HakoError(f"config.json: {e}") from None
+            self.undo.push("idmapped mounts", self._close_idmapped)
+
+    def _close_idmapped(self) -> None:
+        for fd in self.launch.idmapped.values():  # (spawn_init empties it)
+            os.close(fd)
+        self.launch.idmapped = {}
+
     def spawn_init(self) -> None:
         from runtime import process
         from runtime.channel import Channel
@@ -269,6 +287,9 @@ class Creation:
         finally:
             os.close(launch.fifo_fd)
             os.close(launch.state_fd)
+            for fd in launch.idmapped.values():
+                os.close(fd)  # the init holds them
+            launch.idmapped = {}
             child.close()
             if launch.console_fd >= 0:
                 os.close(launch.console_fd)

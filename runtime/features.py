@@ -8,6 +8,8 @@ cannot claim what the code does not do.
 
 from __future__ import annotations
 
+import os
+
 from runtime import capabilities, hooks, mountopts
 from runtime.version import SPEC_VERSION, VERSION
 from runtime.namespaces import FLAGS as NAMESPACES
@@ -16,7 +18,8 @@ from runtime.namespaces import FLAGS as NAMESPACES
 def _mount_options() -> list[str]:
     opts = set(mountopts.FLAGS) | set(mountopts.PROPAGATION) | set(mountopts.EXTENSIONS)
     opts |= set(mountopts.RECURSIVE)  # mount_setattr: Linux 5.12, older gets a clear error
-    return sorted(opts - set(mountopts.UNSUPPORTED))
+    opts |= set(mountopts.IDMAP)  # as root (runtime/idmapped.py); rootless gets a clear error
+    return sorted(opts)
 
 
 def _seccomp() -> dict:
@@ -74,7 +77,8 @@ def features() -> dict:
             "intelRdt": {"enabled": False},
             # linux.memoryPolicy (runtime/mempolicy.py): every mode and flag is recognized
             "memoryPolicy": {"modes": list(mempolicy.MODES), "flags": list(mempolicy.FLAGS)},
-            "mountExtensions": {"idmap": {"enabled": False}},
+            # idmapped bind mounts (runtime/idmapped.py): root only
+            "mountExtensions": {"idmap": {"enabled": os.geteuid() == 0}},
             # linux.netDevices (runtime/netdevices.py): moved in at create, as root
             "netDevices": {"enabled": True},
         },

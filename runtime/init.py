@@ -65,7 +65,7 @@ def container_init(launch: Launch, chan: Channel) -> None:
         from runtime import hooks as run_hooks  # now: nothing imports after pivot_root
     # the state dir's handle only until _fifo_opener decides it is not needed
     close_inherited(chan, console, launch.seccomp, launch.preserve_fds, sc,
-                    extra=(launch.fifo_fd, launch.state_fd))
+                    extra=(launch.fifo_fd, launch.state_fd, *launch.idmapped.values()))
 
     def before_pivot() -> None:
         """The parent runs prestart/createRuntime hooks now; then createContainer."""
@@ -88,7 +88,10 @@ def container_init(launch: Launch, chan: Channel) -> None:
     setup_rootfs(spec, launch.bundle, rootless=launch.rootless,
                  new_userns="user" in plan.new, new_netns="network" in plan.new,
                  new_cgroupns="cgroup" in plan.new, no_pivot=launch.no_pivot, sc=sc,
-                 before_pivot=before_pivot, cgroup_dirs=launch.cgroup_dirs)
+                 before_pivot=before_pivot, cgroup_dirs=launch.cgroup_dirs,
+                 idmapped=launch.idmapped)
+    for fd in launch.idmapped.values():
+        os.close(fd)  # attached now
     # the cwd is made (as runc does) before root.readonly takes effect
     make_cwd(proc.get("cwd") or "/")
     if spec.get("hostname"):

@@ -40,6 +40,10 @@ class Launch:
         #: O_PATH fd of the state directory, for a container whose /proc cannot
         #: show the init its fds (runtime/init.py _fifo_opener)
         self.state_fd = -1
+        #: mounts[] entries to idmap, and index -> fd of each one's detached tree
+        #: (runtime/idmapped.py), made by the parent, moved into place by the init
+        self.idmap_wanted = idmapped_indices(spec)
+        self.idmapped: dict[int, int] = {}
         self.plan = NamespacePlan(spec)
         self.uids = userns.mappings(spec, "uidMappings")
         self.gids = userns.mappings(spec, "gidMappings")
@@ -65,3 +69,10 @@ class Launch:
         self.keyring: str | None = None
         caps = (spec.get("process") or {}).get("capabilities")
         self.caps = CapPlan(caps) if caps is not None else None  # validates names early
+
+
+def idmapped_indices(spec: dict) -> list[int]:
+    """The mounts[] entries that are idmapped mounts (mappings, idmap, ridmap)."""
+    return [i for i, m in enumerate(spec.get("mounts") or ())
+            if m.get("uidMappings") or m.get("gidMappings")
+            or any(o in ("idmap", "ridmap") for o in m.get("options") or ())]

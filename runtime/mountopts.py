@@ -93,8 +93,8 @@ RECURSIVE: dict[str, tuple[bool, int]] = {
     "rsymfollow": (True, MOUNT_ATTR_NOSYMFOLLOW),
 }
 
-#: options that need idmapped mounts, which hako does not do yet
-UNSUPPORTED = frozenset({"idmap", "ridmap"})
+#: idmapped mounts (runtime/idmapped.py): recursively or not
+IDMAP = frozenset({"idmap", "ridmap"})
 
 PROPAGATION_MASK = MS_SHARED | MS_SLAVE | MS_PRIVATE | MS_UNBINDABLE
 
@@ -126,12 +126,12 @@ class MountOptions:
     ``cleared``: flags the user explicitly asked to be off (``rw``, ``suid`` ...);
     ``propagation``: flags for the follow-up propagation calls, in order;
     ``data``: the comma-joined filesystem options; ``extensions``: hako-only
-    options present; ``unsupported``: options hako refuses; ``rec_set`` /
+    options present; ``idmap``: "idmap", "ridmap" or ""; ``rec_set`` /
     ``rec_clr``: MOUNT_ATTR_* flags for mount_setattr(AT_RECURSIVE), and
     ``recursive`` the options they came from (for messages).
     """
 
-    __slots__ = ("flags", "cleared", "propagation", "data", "extensions", "unsupported",
+    __slots__ = ("flags", "cleared", "propagation", "data", "extensions", "idmap",
                  "rec_set", "rec_clr", "recursive")
 
     def __init__(self) -> None:
@@ -140,7 +140,7 @@ class MountOptions:
         self.propagation: list[int] = []
         self.data = ""
         self.extensions: set[str] = set()
-        self.unsupported: list[str] = []
+        self.idmap = ""
         self.rec_set = 0
         self.rec_clr = 0
         self.recursive: list[str] = []
@@ -150,13 +150,17 @@ class MountOptions:
         return bool(self.flags & MS_BIND)
 
     @property
+    def recursive_bind(self) -> bool:
+        return self.flags & (MS_BIND | MS_REC) == MS_BIND | MS_REC
+
+    @property
     def tmpcopyup(self) -> bool:
         return "tmpcopyup" in self.extensions
 
     def __repr__(self) -> str:
         return (f"MountOptions(flags={self.flags:#x}, cleared={self.cleared:#x}, "
                 f"propagation={[hex(p) for p in self.propagation]}, data={self.data!r}, "
-                f"extensions={sorted(self.extensions)}, unsupported={self.unsupported}, "
+                f"extensions={sorted(self.extensions)}, idmap={self.idmap!r}, "
                 f"rec_set={self.rec_set:#x}, rec_clr={self.rec_clr:#x})")
 
 
@@ -194,8 +198,8 @@ def parse_options(options: list[str] | tuple[str, ...] | None) -> MountOptions:
                     # whole MOUNT_ATTR__ATIME field in attr_clr
                     out.rec_set &= ~MOUNT_ATTR__ATIME | attr
                     out.rec_clr |= MOUNT_ATTR__ATIME
-        elif opt in UNSUPPORTED:
-            out.unsupported.append(opt)
+        elif opt in IDMAP:
+            out.idmap = opt
         elif opt:
             data.append(opt)
     out.data = ",".join(data)

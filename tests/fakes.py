@@ -61,6 +61,14 @@ class FakeSyscalls(Syscalls):
     def umount2(self, target, flags=0):
         self._record("umount2", self.fd_path(target), flags)
 
+    def open_tree(self, dirfd, path, flags):
+        self._record("open_tree", dirfd, path, flags)
+        return os.open(path, os.O_PATH | os.O_CLOEXEC)
+
+    def move_mount(self, from_fd, to_fd, flags, *, label=""):
+        self._record("move_mount", self.fd_path(f"/proc/self/fd/{from_fd}"),
+                     self.fd_path(f"/proc/self/fd/{to_fd}"), flags, label=label)
+
     def mount_setattr(self, dirfd, path, flags, attr_set, attr_clr=0, propagation=0,
                       userns_fd=0, *, label=""):
         where = self.fd_path(f"/proc/self/fd/{dirfd}") if dirfd >= 0 and not path else path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def test_features_match_what_hako_does():
         ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"])
     last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
     assert len(f["linux"]["capabilities"]) == last + 1
-    assert "idmap" not in f["mountOptions"]
+    assert {"idmap", "ridmap"} <= set(f["mountOptions"])
+    # idmapped mounts need root (runtime/idmapped.py)
+    assert f["linux"]["mountExtensions"]["idmap"]["enabled"] == (os.geteuid() == 0)
     assert {"rro", "rnosuid", "rnoatime", "rsymfollow"} <= set(f["mountOptions"])
     assert {"rbind", "ro", "nosuid", "rprivate", "tmpcopyup"} <= set(f["mountOptions"])
     sec = f["linux"]["seccomp"]

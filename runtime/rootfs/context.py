@@ -107,6 +107,8 @@ class _Ctx:
         self.new_cgroupns = new_cgroupns
         self.sc = sc
         self.cgroup_dirs: dict[str, str] | None = None
+        #: mounts[] index -> fd of its idmapped tree, made by the parent
+        self.idmapped: dict[int, int] = {}
         self.userns = rootless or new_userns  # mknod / sysfs / cgroup limits apply
         label = (spec.get("linux") or {}).get("mountLabel") or ""
         self.mount_label = label if label and os.path.exists("/sys/fs/selinux/enforce") else ""
@@ -211,6 +213,12 @@ class _Ctx:
              propagation: list[int]) -> None:
         """Bind *source* on the target fd, then remount to apply the other flags."""
         self.mount(i, source, fd, None, flags & (MS_BIND | MS_REC), "", dest)
+        self.apply_bind_flags(i, dest, flags, cleared, propagation)
+
+    def apply_bind_flags(self, i: int, dest: str, flags: int, cleared: int,
+                         propagation: list[int]) -> None:
+        """What a bind mount takes after it is made: a remount for its flags,
+        then its propagation."""
         want = flags & ~(MS_BIND | MS_REC | MS_REMOUNT | PROPAGATION_MASK)
         if want or cleared:
             nfd = self.reopen(i, dest)

@@ -15,7 +15,8 @@ from runtime.mountopts import MountOptions, PROPAGATION_MASK, parse_options
 from runtime.rootfs.cgroupfs import _cgroup_entry
 from runtime.rootfs.context import _clean, _mount_error, _target_error, _why
 from runtime.rootfs.hostmounts import _mount_of
-from runtime.syscalls import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT
+from runtime.syscalls import (MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH, MS_BIND,
+                              MS_RDONLY, MS_REC, MS_REMOUNT)
 
 TYPE_CHECKING = False  # no `typing` import at run time (create's hot path)
 if TYPE_CHECKING:
@@ -37,13 +38,16 @@ def _mount_entry(ctx: _Ctx, i: int, m: dict) -> None:
     dest = _clean(raw)
     typ = m.get("type") or ""
     opts = parse_options(m.get("options"))
-    if m.get("uidMappings") or m.get("gidMappings") or any(
-            o in ("idmap", "ridmap") for o in opts.unsupported):
-        raise RootfsError(f"mounts[{i}]: {dest}: idmapped mounts (uidMappings/gidMappings, "
-                          "idmap) are not supported yet", errno.EOPNOTSUPP)
     if typ == "bind":
         opts.flags |= MS_BIND
-    if opts.flags & MS_REMOUNT:
+    tree = ctx.idmapped.get(i, -1)
+    if tree < 0 and (opts.idmap or m.get("uidMappings") or m.get("gidMappings")):
+        # (runtime/idmapped.py makes them in the parent; checks.py refuses the rest)
+        raise RootfsError(f"mounts[{i}]: {dest}: the idmapped mount was not prepared",
+                          errno.EINVAL)
+    if tree >= 0:
+        _idmapped_entry(ctx, i, dest, opts, tree)
+    elif opts.flags & MS_REMOUNT:
         _remount_entry(ctx, i, dest, opts)
     elif opts.is_bind:
         _bind_entry(ctx, i, m, dest, opts)
@@ -97,6 +101,25 @@ def _bind_entry(ctx: _Ctx, i: int, m: dict, dest: str, opts: MountOptions) -> No
         ctx.bind(i, src, fd, dest, opts.flags, opts.cleared, opts.propagation)
     finally:
         os.close(fd)
+
+
+def _idmapped_entry(ctx: _Ctx, i: int, dest: str, opts: MountOptions, tree: int) -> None:
+    """The idmapped tree the parent made (runtime/idmapped.py), moved onto its
+    target; then the flags and propagation of any bind."""
+    _check_proc_dest(i, dest, dest)
+    is_dir = stat.S_ISDIR(os.fstat(tree).st_mode)
+    fd = ctx.target_dir(i, dest) if is_dir else ctx.target_file(i, dest)
+    try:
+        _check_proc_mount(ctx, i, fd, dest, "")
+        try:
+            ctx.sc.move_mount(tree, fd, MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+                              label=dest)
+        except OSError as e:
+            raise RootfsError(f"mounts[{i}]: move the idmapped mount onto {dest}: {_why(e)}",
+                              e.errno) from None
+    finally:
+        os.close(fd)
+    ctx.apply_bind_flags(i, dest, opts.flags, opts.cleared, opts.propagation)
 
 
 def _proc_sys_entry(ctx: _Ctx, i: int, m: dict, dest: str, typ: str,

@@ -33,13 +33,16 @@ def rootfs_path(spec: dict, bundle: str) -> str:
 def setup_rootfs(spec: dict, bundle: str, *, rootless: bool, new_userns: bool, new_netns: bool,
                  new_cgroupns: bool, no_pivot: bool, sc: Syscalls = SYS,
                  before_pivot: Callable[[], None] | None = None,
-                 cgroup_dirs: dict[str, str] | None = None) -> None:
+                 cgroup_dirs: dict[str, str] | None = None,
+                 idmapped: dict[int, int] | None = None) -> None:
     """Everything from mount propagation to pivot_root. On return, cwd and root
     are the container's '/'.
 
     ``cgroup_dirs`` (controller -> host directory) names the container's v1
     cgroups when this process has not been moved into them yet (the parent
     does that in parallel); without it the cgroups this process is in are used.
+    ``idmapped`` (mounts[] index -> fd) holds the idmapped trees the parent made
+    (runtime/idmapped.py), moved onto their targets here.
 
     ``before_pivot`` (optional) runs after mounts and devices, with cwd in the
     rootfs, right before pivot_root: where runc runs createContainer hooks.
@@ -82,6 +85,7 @@ def setup_rootfs(spec: dict, bundle: str, *, rootless: bool, new_userns: bool, n
     ctx = _Ctx(spec, bundle, rootfs, os.open(rootfs, _DIR), rootless=rootless,
                new_userns=new_userns, new_netns=new_netns, new_cgroupns=new_cgroupns, sc=sc)
     ctx.cgroup_dirs = cgroup_dirs
+    ctx.idmapped = idmapped or {}
     ctx.host_mountinfo = host_mounts
     try:
         # 2. mounts; first the mount points of hako's own entries that the

@@ -90,13 +90,15 @@ def test_runc_spec_mounts():
     assert o.is_bind and o.flags & MS_REC
 
 
-def test_extensions_and_unsupported():
+def test_extensions_and_idmap():
     o = M.parse_options(["tmpcopyup", "mode=1777"])
     assert o.tmpcopyup and o.data == "mode=1777"
     assert not M.parse_options(["tmpcopyup", "notmpcopyup"]).tmpcopyup
     o = M.parse_options(["rbind", "idmap", "rro"])
-    assert o.unsupported == ["idmap"]
+    assert o.idmap == "idmap" and o.recursive_bind and o.recursive == ["rro"]
     assert o.data == ""
+    assert M.parse_options(["bind", "ridmap"]).idmap == "ridmap"
+    assert not M.parse_options(["bind"]).recursive_bind
 
 
 @pytest.mark.parametrize("opts,want_set,want_clr", [
@@ -116,7 +118,7 @@ def test_extensions_and_unsupported():
 def test_recursive_attributes(opts, want_set, want_clr):
     o = M.parse_options(["rbind", "ro", *opts])
     assert (o.rec_set, o.rec_clr) == (want_set, want_clr)
-    assert o.recursive == opts and o.flags & MS_RDONLY and not o.unsupported
+    assert o.recursive == opts and o.flags & MS_RDONLY and not o.idmap
 
 
 @given(st.lists(st.sampled_from(sorted(M.RECURSIVE)), max_size=8))

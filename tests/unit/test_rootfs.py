@@ -659,8 +659,7 @@ def test_errors_name_the_container_path(tmp_path, host, bundle, resolver):
          "mounts[0]: bind source /nonexistent does not exist"),
         ({"destination": "/x", "type": "bind", "source": "/tmp", "uidMappings": [
             {"containerID": 0, "hostID": 1000, "size": 1}]}, None,
-         "mounts[0]: /x: idmapped mounts (uidMappings/gidMappings, idmap) are not supported "
-         "yet"),
+         "mounts[0]: /x: the idmapped mount was not prepared"),
         ({"destination": "/x", "type": "bind", "source": "/tmp", "options": ["rbind", "rro"]},
          lambda c: errno.ENOSYS if c.name == "mount_setattr" else 0,
          "mounts[0]: rro on /x: Function not implemented (mount_setattr needs Linux 5.12 or "
@@ -953,3 +952,29 @@ def test_recursive_attributes_after_the_mount(tmp_path, host, bundle, resolver):
     last_mount_of_data = max(i for i, c in enumerate(fake.calls)
                              if c.name == "mount" and str(c.args[1]).endswith("/data"))
     assert names.index("mount_setattr") > last_mount_of_data
+
+
+def test_idmapped_tree_is_moved_then_flagged(tmp_path, host, bundle, resolver):
+    """An idmapped entry: the parent's tree moved onto the target by fd (no
+    mount(2) of the source), then the bind's remount and propagation."""
+    from runtime.syscalls import MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH
+    spec = {"root": {"path": "rootfs"}, "mounts": [
+        {"destination": "/data", "type": "bind", "source": str(tmp_path / "outside"),
+         "options": ["bind", "ro", "idmap", "private"],
+         "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 10}],
+         "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 10}]}]}
+    fake = make_fake(resolver)
+    tree = os.open(tmp_path / "outside", os.O_PATH | os.O_CLOEXEC)
+    try:
+        setup(spec, bundle, fake, idmapped={0: tree})
+    finally:
+        os.close(tree)
+    moves = fake.named("move_mount")
+    assert len(moves) == 1
+    src, dst, flags = moves[0].args
+    assert src == str(tmp_path / "outside") and dst.endswith("/rootfs/data")
+    assert flags == MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH
+    data = [c for c in fake.named("mount") if str(c.args[1]).endswith("/rootfs/data")]
+    assert [c.args[0] for c in data] == [None, None]  # the remount (ro), the propagation
+    assert data[0].args[3] & MS_RDONLY and data[1].args[3] == MS_PRIVATE
+    assert fake.calls.index(moves[0]) < fake.calls.index(data[0])
