@@ -10,6 +10,8 @@ A step an engine does not support in a mode skips with the engine's own message
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import enginekit
@@ -179,3 +181,20 @@ def test_preserve_fds(engine):
         pytest.skip("n/a: only podman has --preserve-fds")
     r = engine.run_preserve_fds(["readlink", "/proc/self/fd/3"]).ok("run --preserve-fds 1")
     assert r.out.strip() == "/etc/hostname", r.describe()
+
+
+def test_idmapped_volume(engine):
+    """``podman run --uidmap ... -v SRC:DST:idmap``: podman passes the idmap
+    option alone, so the volume takes the container's mapping and a file the
+    host's root owns is the container root's."""
+    if not isinstance(engine, enginekit.Podman) or engine.rootless:
+        pytest.skip("n/a: podman as root only (idmapped mounts need root)")
+    if engine.runtime != "hako":
+        pytest.skip("n/a: runc 1.1 ignores the idmap option (the file shows as 65534)")
+    src = engine.private("idmap-volume")
+    (src / "owned-by-root").write_text("x\n")
+    os.chown(src / "owned-by-root", 0, 0)
+    r = engine.run_rm(["stat", "-c", "%u %g", "/vol/owned-by-root"],
+                      "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536",
+                      "-v", f"{src}:/vol:idmap").ok("run -v SRC:/vol:idmap")
+    assert r.out.split()[-2:] == ["0", "0"], r.describe()
