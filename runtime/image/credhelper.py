@@ -63,14 +63,22 @@ def _why(out: bytes) -> str:
     return (line[:200] + "...") if len(line) > 200 else (line or "no message")
 
 
+def _ask(name: str, action: str, server: str, data: bytes, where: str) -> bytes | None:
+    """The helper's stdout; None when it says it holds nothing for server."""
+    rc, out = _call(name, action, data, where)
+    if rc == 0:
+        return out
+    if action != "store" and NOT_FOUND in out.decode(errors="replace"):
+        return None
+    raise HelperError(f"{where}: credential helper {PREFIX}{name} {action} {server}: "
+                      f"{_why(out)}")
+
+
 def get(name: str, server: str, where: str) -> tuple[str, str] | None:
     """(user, secret) the helper holds for server, or None when it has none."""
-    rc, out = _call(name, "get", server.encode(), where)
-    if rc != 0:
-        if NOT_FOUND in out.decode(errors="replace"):
-            return None
-        raise HelperError(f"{where}: credential helper {PREFIX}{name} get {server}: "
-                          f"{_why(out)}")
+    out = _ask(name, "get", server, server.encode(), where)
+    if out is None:
+        return None
     try:
         doc = json.loads(out)
         user, secret = doc.get("Username"), doc.get("Secret")
@@ -86,19 +94,9 @@ def get(name: str, server: str, where: str) -> tuple[str, str] | None:
 
 def store(name: str, server: str, user: str, secret: str, where: str) -> None:
     data = json.dumps({"ServerURL": server, "Username": user, "Secret": secret}).encode()
-    rc, out = _call(name, "store", data, where)
-    if rc != 0:
-        raise HelperError(f"{where}: credential helper {PREFIX}{name} store {server}: "
-                          f"{_why(out)}")
+    _ask(name, "store", server, data, where)
 
 
 def erase(name: str, server: str, where: str) -> bool:
     """False when the helper held nothing for server."""
-    rc, out = _call(name, "erase", server.encode(), where)
-    if rc != 0:
-        if NOT_FOUND in out.decode(errors="replace"):
-            return False
-        raise HelperError(f"{where}: credential helper {PREFIX}{name} erase {server}: "
-                          f"{_why(out)}")
-    return True
-
+    return _ask(name, "erase", server, server.encode(), where) is not None
