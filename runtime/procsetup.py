@@ -113,10 +113,11 @@ def close_inherited(chan, console, seccomp, preserve: int, sc: S.Syscalls = S.SY
                     extra: tuple[int, ...] = ()) -> None:
     """What the init and an exec'd process keep until execve: stdio, the
     preserved fds, their sync pipes (``chan``), the console socket, the seccomp
-    listener connection and ``extra``. None of these is a directory, so none
-    is a way out through /proc/self/fd/N; whatever the caller held (a lock, a
-    log file, an engine's stray descriptors) is closed before the rootfs or
-    the working directory is touched."""
+    listener connection and ``extra``. Only the init's ``extra`` holds
+    directories (the state dir, idmapped mount trees), all closed before the
+    container's process can run; whatever the caller held (a lock, a log
+    file, an engine's stray descriptors) is closed before the rootfs or the
+    working directory is touched."""
     keep = {*chan.fds(), *extra}
     if console is not None:
         keep.add(console.fileno())
