@@ -83,5 +83,18 @@ def features() -> dict:
             "netDevices": {"enabled": True},
         },
         "annotations": annotations,
+        "potentiallyUnsafeConfigAnnotations": _behaviour_annotations(),
     }
+
+
+def _behaviour_annotations() -> list[str]:
+    """The config annotations that change what hako does: the extensions'
+    (runtime/extensions.py), so that an engine can keep a pod's annotations
+    from reaching them. A value ending in "." is a prefix (features.md)."""
+    from runtime import extensions
+    out = []
+    for entry in extensions.REGISTRY:
+        p = entry.annotation_prefix
+        out += [p] if p.endswith(".") else [p, p + "."]
+    return out
 

@@ -47,6 +47,12 @@ def test_features_match_what_hako_does():
     last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
     assert len(f["linux"]["capabilities"]) == last + 1
     assert {"idmap", "ridmap"} <= set(f["mountOptions"])
+    # every annotation an extension acts on is named, as an exact key or a "." prefix
+    from runtime import extensions
+    unsafe = f["potentiallyUnsafeConfigAnnotations"]
+    for key in ("io.hako.network", "io.hako.network.ports", "io.hako.rootfs.driver"):
+        assert key in unsafe or any(p.endswith(".") and key.startswith(p) for p in unsafe)
+        assert extensions._wanted({key: "x"}), key
     # idmapped mounts need root (runtime/idmapped.py)
     assert f["linux"]["mountExtensions"]["idmap"]["enabled"] == (os.geteuid() == 0)
     assert {"rro", "rnosuid", "rnoatime", "rsymfollow"} <= set(f["mountOptions"])
