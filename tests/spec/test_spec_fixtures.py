@@ -28,6 +28,8 @@ BAD = {
 
 
 def bundle_with(tmp_path: Path, fixture: Path, **override: object) -> Path:
+    # (a copy keeps the fixture's mode, 0444 in ../shared: only root could overwrite it)
+    (tmp_path / "config.json").unlink(missing_ok=True)
     if override:
         doc = json.loads(fixture.read_text())
         doc.update(override)
