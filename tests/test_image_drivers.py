@@ -178,8 +178,6 @@ def test_config_from_image(rt, images):
     assert r.stdout.split() == ["1000" if subids else "0", "/srv"], r.stderr
 
 
-# ------------------------------------------------------- reuse, rw layer, state
-@pytest.mark.parametrize("driver", DRIVERS)
 def _written(path) -> bool:
     """The file is there; or its directory is already 0700 and the container's
     uid 1000's, which the container makes so only after the write (a test run
@@ -190,6 +188,8 @@ def _written(path) -> bool:
         return True
 
 
+# ------------------------------------------------------- reuse, rw layer, state
+@pytest.mark.parametrize("driver", DRIVERS)
 def test_second_container_reuses_layers_and_delete_cleans(rt, images, driver):
     b1, r1 = bundle(rt, f"oci:{images['oci']}:test:1", "--driver", driver, name="b1")
     assert "4 unpacked" in r1.stdout
