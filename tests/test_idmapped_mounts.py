@@ -143,3 +143,25 @@ def test_rootless_is_refused_with_one_line(rt):
     assert r.returncode != 0 and len(lines) == 1, r.stderr
     assert "idmapped mounts need root" in lines[0] and "mounts[" in lines[0], lines[0]
     assert rt.hako("state", cid, timeout=30).returncode != 0
+
+
+@pytest.mark.parametrize("mode", ["root"], indirect=True)
+def test_ridmap_reaches_the_mounts_below_and_idmap_does_not(rt):
+    """rbind takes the source's submounts along; ridmap idmaps them too, idmap
+    only the top (config.md). A tmpfs is mounted below the source for it."""
+    import subprocess
+    src = _source(rt)
+    (src / "sub").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=755", "hako-test-sub", str(src / "sub")],
+                   check=True, timeout=30)
+    try:
+        (src / "sub" / "inner").write_text("x")  # owned by 0 on the tmpfs
+        mounts = [_mount(src, "/r", ["rbind", "ridmap"], uids=[USERNS]),
+                  _mount(src, "/n", ["rbind", "idmap"], uids=[USERNS])]
+        r = _run(rt, STAT + "/r/foo /r/sub/inner /n/foo /n/sub/inner", mounts)
+    finally:
+        subprocess.run(["umount", "-l", str(src / "sub")], check=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    for want in ("/r/foo 100000 100000", "/r/sub/inner 100000 100000",
+                 "/n/foo 100000 100000", "/n/sub/inner 0 0"):
+        assert want in r.stdout, r.stdout
