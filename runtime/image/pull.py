@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import threading
 
@@ -130,16 +129,6 @@ class _Registries:
             r.abort()
 
 
-def _json(data: bytes, what: str) -> dict:
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise PullError(f"{what}: not valid JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise PullError(f"{what}: not a JSON object")
-    return doc
-
-
 def _media_type(doc: dict, header: str) -> str:
     mt = doc.get("mediaType") or header
     if mt in S.INDEX_TYPES or mt in S.MANIFEST_TYPES or mt in SCHEMA1:
@@ -156,7 +145,7 @@ def resolve(reg: Registry, ref: R.Reference, want: dict, explicit: bool, names: 
     what = str(ref)
     data, header_mt, digest = reg.manifest(repo, ref.reference, what)
     for _depth in range(4):
-        doc = _json(data, f"{what}: manifest {digest}")
+        doc = S.json_doc(data, f"{what}: manifest {digest}", error=PullError)
         mt = _media_type(doc, header_mt)
         if mt in SCHEMA1:
             raise PullError(f"{what}: a Docker schema 1 manifest (deprecated, unsupported): "
@@ -186,7 +175,7 @@ def resolve(reg: Registry, ref: R.Reference, want: dict, explicit: bool, names: 
                         "image (an artifact?)")
     D.parse(cdesc.get("digest"), f"{what}: config")
     craw = reg.blob_bytes(repo, cdesc, f"{what}: config {cdesc['digest'][:19]}")
-    config = _json(craw, f"{what}: config")
+    config = S.json_doc(craw, f"{what}: config", error=PullError)
     diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
     ldescs = [d for d in doc.get("layers") or [] if isinstance(d, dict)]
     if len(diff_ids) != len(ldescs):

@@ -246,13 +246,16 @@ class Image:
         self.files.close()
 
 
-def _json(data: bytes, what: str) -> dict:
+def json_doc(data: bytes, what: str, *, error: type[HakoError] = ImageError,
+             list_ok: bool = False):
+    """A JSON object (or, with list_ok, an array: docker's manifest.json) from
+    an image's file or a registry's answer; *error* names the bad one."""
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
-        raise ImageError(f"{what}: not valid JSON: {e}") from None
-    if not isinstance(doc, (dict, list)):
-        raise ImageError(f"{what}: not a JSON object")
+        raise error(f"{what}: not valid JSON: {e}") from None
+    if not isinstance(doc, (dict, list) if list_ok else dict):
+        raise error(f"{what}: not a JSON {'object or array' if list_ok else 'object'}")
     return doc
 
 
@@ -360,7 +363,7 @@ def open_image(ref: str, name: str | None = None, platform: str | None = None) -
 
 
 def _check_layout(files: _Files, path: str) -> None:
-    doc = _json(files.read("oci-layout", path), f"{path}: oci-layout")
+    doc = json_doc(files.read("oci-layout", path), f"{path}: oci-layout")
     ver = doc.get("imageLayoutVersion") if isinstance(doc, dict) else None
     if not isinstance(ver, str) or not ver.startswith("1."):
         raise ImageError(f"{path}: oci-layout: unsupported imageLayoutVersion {ver!r}")
@@ -368,7 +371,7 @@ def _check_layout(files: _Files, path: str) -> None:
 
 def _open_oci(files: _Files, path: str, kind: str, name: str | None, want: dict) -> Image:
     _check_layout(files, path)
-    index = _json(files.read("index.json", path), f"{path}: index.json")
+    index = json_doc(files.read("index.json", path), f"{path}: index.json")
     if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
         raise ImageError(f"{path}: index.json has no manifests list")
     descs = [d for d in index["manifests"] if isinstance(d, dict)]
@@ -403,7 +406,7 @@ def _open_oci(files: _Files, path: str, kind: str, name: str | None, want: dict)
     for _depth in range(8):
         what = f"{path}: {desc.get('digest')}"
         raw = _read_blob(files, desc, what)
-        doc = _json(raw, what)
+        doc = json_doc(raw, what)
         mt = doc.get("mediaType") or desc.get("mediaType") or (
             MT_OCI_INDEX if "manifests" in doc else MT_OCI_MANIFEST)
         if desc.get("mediaType") and doc.get("mediaType") and desc["mediaType"] != doc["mediaType"]:
@@ -432,9 +435,7 @@ def _from_manifest(files: _Files, path: str, kind: str, name: str | None, names:
         raise ImageError(f"{what}: config of type {cdesc['mediaType']} is not a container "
                          "image (an artifact?)")
     craw = _read_blob(files, cdesc, f"{path}: config {cdesc.get('digest')}")
-    config = _json(craw, f"{path}: config")
-    if not isinstance(config, dict):
-        raise ImageError(f"{what}: config is not a JSON object")
+    config = json_doc(craw, f"{path}: config")
     diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
     ldescs = [d for d in manifest.get("layers") or [] if isinstance(d, dict)]
     if len(diff_ids) != len(ldescs):
@@ -468,7 +469,7 @@ def _check_config_platform(config: dict, want: dict, what: str, strict: bool) ->
 
 def _open_docker(files: _Files, path: str, name: str | None, want: dict,
                  explicit_platform: bool) -> Image:
-    doc = _json(files.read("manifest.json", path), f"{path}: manifest.json")
+    doc = json_doc(files.read("manifest.json", path), f"{path}: manifest.json", list_ok=True)
     if not isinstance(doc, list) or not doc:
         raise ImageError(f"{path}: manifest.json lists no images")
     entries = [e for e in doc if isinstance(e, dict) and e.get("Config")]
@@ -493,9 +494,7 @@ def _open_docker(files: _Files, path: str, name: str | None, want: dict,
     cdigest = D.of_bytes(craw)
     if len(hexpart) == 64 and all(c in "0123456789abcdef" for c in hexpart):
         D.verify_bytes(craw, f"sha256:{hexpart}", f"{path}: config {crel}")
-    config = _json(craw, f"{path}: config {crel}")
-    if not isinstance(config, dict):
-        raise ImageError(f"{path}: config {crel} is not a JSON object")
+    config = json_doc(craw, f"{path}: config {crel}")
     diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
     lpaths = e.get("Layers") or []
     if len(diff_ids) != len(lpaths):
