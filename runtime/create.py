@@ -265,7 +265,7 @@ class Creation:
             self.undo.push("idmapped mounts", self._close_idmapped)
 
     def _close_idmapped(self) -> None:
-        for fd in self.launch.idmapped.values():  # (spawn_init empties it)
+        for fd in self.launch.idmapped.values():
             os.close(fd)
         self.launch.idmapped = {}
 
@@ -287,9 +287,7 @@ class Creation:
         finally:
             os.close(launch.fifo_fd)
             os.close(launch.state_fd)
-            for fd in launch.idmapped.values():
-                os.close(fd)  # the init holds them
-            launch.idmapped = {}
+            self._close_idmapped()  # the init holds them
             child.close()
             if launch.console_fd >= 0:
                 os.close(launch.console_fd)

@@ -25,9 +25,10 @@ import errno
 import os
 
 from runtime.errors import HakoError
-from runtime.mountopts import parse_options
-from runtime.syscalls import (AT_EMPTY_PATH, AT_RECURSIVE, CLONE_NEWUSER, MOUNT_ATTR_IDMAP,
-                              OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE, Syscalls)
+from runtime import userns
+from runtime.mountopts import is_bind_entry, parse_options
+from runtime.syscalls import (AT_EMPTY_PATH, AT_FDCWD, AT_RECURSIVE, CLONE_NEWUSER,
+                              MOUNT_ATTR_IDMAP, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE, Syscalls)
 from runtime.userns import Mapping
 
 _HINTS = {
@@ -42,21 +43,12 @@ def _why(e: OSError) -> str:
     return os.strerror(e.errno) + (f" ({hint})" if hint else "")
 
 
-def _mappings(m: dict, key: str) -> Mapping:
-    return [(x["containerID"], x["hostID"], x["size"]) for x in m.get(key) or []]
-
-
-def _is_bind(m: dict) -> bool:
-    return m.get("type") == "bind" or any(o in ("bind", "rbind")
-                                          for o in m.get("options") or ())
-
-
 def check(spec: dict, launch, *, rootless: bool) -> None:
     """Refuse, before anything exists, what cannot be idmapped."""
     mounts = spec.get("mounts") or []
     for i in launch.idmap_wanted:
         m = mounts[i]
-        if not _is_bind(m):
+        if not is_bind_entry(m):
             raise HakoError(f"mounts[{i}]: idmapped mounts must be bind mounts "
                             f"(type {m.get('type')!r} without bind/rbind)")
         if rootless or os.geteuid() != 0:
@@ -71,24 +63,24 @@ def prepare(spec: dict, launch, sc: Syscalls) -> dict[int, int]:
     """mounts[] index -> fd of its idmapped detached tree (O_CLOEXEC: the init
     holds it until it execs). On failure nothing stays open."""
     trees: dict[int, int] = {}
-    userns: dict[tuple, int] = {}
+    namespaces: dict[tuple, int] = {}  # one user namespace per distinct mapping
     mounts = spec.get("mounts") or []
     try:
         for i in launch.idmap_wanted:
             m = mounts[i]
             opts = parse_options(m.get("options"))
-            uids = _mappings(m, "uidMappings") or launch.uids
-            gids = _mappings(m, "gidMappings") or launch.gids
+            uids = userns.parse(m.get("uidMappings")) or launch.uids
+            gids = userns.parse(m.get("gidMappings")) or launch.gids
             key = (tuple(uids), tuple(gids))
-            if key not in userns:
-                userns[key] = mapping_userns(uids, gids, sc, what=f"mounts[{i}]")
-            trees[i] = _tree(i, m, launch.bundle, opts, userns[key], sc)
+            if key not in namespaces:
+                namespaces[key] = mapping_userns(uids, gids, sc, what=f"mounts[{i}]")
+            trees[i] = _tree(i, m, launch.bundle, opts, namespaces[key], sc)
     except BaseException:
         for fd in trees.values():
             os.close(fd)
         raise
     finally:
-        for fd in userns.values():
+        for fd in namespaces.values():
             os.close(fd)
     return trees
 
@@ -103,7 +95,7 @@ def _tree(i: int, m: dict, bundle: str, opts, userns_fd: int, sc: Syscalls) -> i
     if opts.recursive_bind:
         flags |= AT_RECURSIVE
     try:
-        fd = sc.open_tree(-100, src, flags)  # AT_FDCWD
+        fd = sc.open_tree(AT_FDCWD, src, flags)
     except OSError as e:
         if e.errno == errno.ENOENT:
             raise HakoError(f"mounts[{i}]: bind source {src} does not exist") from None
@@ -142,7 +134,7 @@ def mapping_userns(uids: Mapping, gids: Mapping, sc: Syscalls, *, what: str) -> 
         for name, key, m in (("gid_map", "gidMappings", gids), ("uid_map", "uidMappings", uids)):
             try:
                 with open(f"/proc/{pid}/{name}", "w") as f:
-                    f.write("".join(f"{c} {h} {n}\n" for c, h, n in m))
+                    f.write(userns.format_map(m))
             except OSError as e:
                 raise HakoError(f"{what}.{key}: the kernel refused the mapping "
                                 f"({os.strerror(e.errno)})") from None

@@ -164,6 +164,11 @@ class MountOptions:
                 f"rec_set={self.rec_set:#x}, rec_clr={self.rec_clr:#x})")
 
 
+def is_bind_entry(m: dict) -> bool:
+    """A mounts[] entry that binds: type "bind", or a bind/rbind option."""
+    return m.get("type") == "bind" or any(o in ("bind", "rbind") for o in m.get("options") or ())
+
+
 def parse_options(options: list[str] | tuple[str, ...] | None) -> MountOptions:
     """Turn an OCI ``mounts[].options`` list into a :class:`MountOptions`."""
     out = MountOptions()

@@ -109,11 +109,13 @@ _ARCH = os.uname().machine  # not platform.machine(): `platform` costs ~5 ms to 
 _NR = {
     "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126, "openat2": 437,
                "close_range": 436, "pidfd_open": 434, "pidfd_send_signal": 424,
-               "mount_setattr": 442, "open_tree": 428, "move_mount": 429, "ioprio_set": 251, "seccomp": 317,
+               "mount_setattr": 442, "open_tree": 428, "move_mount": 429, "ioprio_set": 251,
+               "seccomp": 317,
                "sched_setattr": 314, "clone3": 435, "set_mempolicy": 238, "keyctl": 250},
     "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91, "openat2": 437,
                 "close_range": 436, "pidfd_open": 434, "pidfd_send_signal": 424,
-                "mount_setattr": 442, "open_tree": 428, "move_mount": 429, "ioprio_set": 30, "seccomp": 277,
+                "mount_setattr": 442, "open_tree": 428, "move_mount": 429, "ioprio_set": 30,
+                "seccomp": 277,
                 "sched_setattr": 274, "clone3": 435, "set_mempolicy": 237, "keyctl": 219},
 }.get(_ARCH, {})
 

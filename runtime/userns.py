@@ -17,8 +17,12 @@ Mapping = list[tuple[int, int, int]]  # (containerID, hostID, size)
 
 
 def mappings(spec: dict, key: str) -> Mapping:
-    return [(m["containerID"], m["hostID"], m["size"])
-            for m in spec.get("linux", {}).get(key) or []]
+    return parse(spec.get("linux", {}).get(key))
+
+
+def parse(entries: list | None) -> Mapping:
+    """OCI LinuxIDMapping objects (linux.uidMappings, mounts[].uidMappings ...)."""
+    return [(m["containerID"], m["hostID"], m["size"]) for m in entries or ()]
 
 
 def default_mappings() -> tuple[Mapping, Mapping]:
@@ -30,7 +34,8 @@ def is_self_mapping(uids: Mapping, gids: Mapping) -> bool:
             and gids[0][1:] == (os.getegid(), 1))
 
 
-def _fmt(m: Mapping) -> str:
+def format_map(m: Mapping) -> str:
+    """As /proc/PID/uid_map and gid_map take it."""
     return "".join(f"{c} {h} {s}\n" for c, h, s in m)
 
 
@@ -39,9 +44,9 @@ def write_self(uids: Mapping, gids: Mapping) -> None:
     with open("/proc/self/setgroups", "w") as f:
         f.write("deny")
     with open("/proc/self/gid_map", "w") as f:
-        f.write(_fmt(gids))
+        f.write(format_map(gids))
     with open("/proc/self/uid_map", "w") as f:
-        f.write(_fmt(uids))
+        f.write(format_map(uids))
 
 
 def write_for(pid: int, uids: Mapping, gids: Mapping, privileged: bool) -> None:
@@ -49,9 +54,9 @@ def write_for(pid: int, uids: Mapping, gids: Mapping, privileged: bool) -> None:
     if privileged:
         try:
             with open(f"/proc/{pid}/gid_map", "w") as f:
-                f.write(_fmt(gids))
+                f.write(format_map(gids))
             with open(f"/proc/{pid}/uid_map", "w") as f:
-                f.write(_fmt(uids))
+                f.write(format_map(uids))
         except OSError as e:
             raise HakoError(f"writing user namespace mappings: {e.strerror} "
                             f"(linux.uidMappings/gidMappings)") from None

@@ -15,8 +15,8 @@ from runtime.inroot import (
 from runtime.mountopts import ATIME_FLAGS, LOCKED_FLAGS, PROPAGATION_MASK, statvfs_to_flags
 from runtime.rootfs.hostmounts import MountInfo, read_mountinfo
 from runtime.syscalls import (
-    AT_EMPTY_PATH, AT_RECURSIVE, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT, MS_SHARED,
-    MS_SLAVE, MS_UNBINDABLE, Syscalls,
+    AT_EMPTY_PATH, AT_RECURSIVE, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
+    MS_REC, MS_REMOUNT, MS_SHARED, MS_SLAVE, MS_UNBINDABLE, Syscalls,
 )
 
 
@@ -245,7 +245,3 @@ def _prop_name(flags: int) -> str:
              MS_UNBINDABLE: "unbindable"}
     base = names.get(flags & PROPAGATION_MASK, hex(flags))
     return ("r" + base) if flags & MS_REC else base
-
-
-def _is_bind(m: dict) -> bool:
-    return m.get("type") == "bind" or any(o in ("bind", "rbind") for o in m.get("options") or ())

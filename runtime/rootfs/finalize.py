@@ -10,10 +10,10 @@ import stat
 
 from runtime.inroot import RootfsError, fd_path, open_in_root
 from runtime.mountopts import (
-    final_propagation, parse_options, rootfs_propagation, statvfs_to_flags,
+    final_propagation, is_bind_entry, parse_options, rootfs_propagation, statvfs_to_flags,
 )
 from runtime.rootfs.context import (
-    _DIR, _clean, _is_bind, _mount_error, _prop_name, _remount, _remount_readonly, _target_error,
+    _DIR, _clean, _mount_error, _prop_name, _remount, _remount_readonly, _target_error,
     _why,
 )
 from runtime.syscalls import (
@@ -38,7 +38,7 @@ def finalize_rootfs(spec: dict, *, sc: Syscalls = SYS, _root: str = "/") -> None
         for i, m in enumerate(spec.get("mounts") or []):
             opts = parse_options(m.get("options"))
             dest = _clean(m.get("destination") or "")
-            if (not opts.flags & MS_RDONLY or _is_bind(m) or opts.flags & MS_REMOUNT
+            if (not opts.flags & MS_RDONLY or is_bind_entry(m) or opts.flags & MS_REMOUNT
                     or not (m.get("type") == "tmpfs" or dest == "/dev")):
                 continue
             try:

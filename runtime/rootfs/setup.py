@@ -9,9 +9,9 @@ import os
 
 from runtime import devices
 from runtime.inroot import RootfsError, contains
-from runtime.mountopts import rootfs_propagation, setup_propagation
+from runtime.mountopts import is_bind_entry, rootfs_propagation, setup_propagation
 from runtime.rootfs import mountpoints
-from runtime.rootfs.context import _Ctx, _DIR, _clean, _is_bind, _prop_name, _why
+from runtime.rootfs.context import _Ctx, _DIR, _clean, _prop_name, _why
 from runtime.rootfs.entries import _mount_entry
 from runtime.rootfs.hostmounts import _mount_of, read_mountinfo
 from runtime.syscalls import (
@@ -100,7 +100,7 @@ def setup_rootfs(spec: dict, bundle: str, *, rootless: bool, new_userns: bool, n
                 continue
             _mount_entry(ctx, i, m)
             ctx.follow_root()
-            if _clean(m.get("destination") or "") == "/dev" and _is_bind(m):
+            if _clean(m.get("destination") or "") == "/dev" and is_bind_entry(m):
                 setup_dev = False
         # 3. devices
         if setup_dev:
