@@ -283,12 +283,11 @@ class Registry:
             headers = {"Authorization": self.creds.basic()} if self.creds else {}
             resp = self._send("GET", url, headers)
         body = resp.read_all(1 << 20, f"{self.registry}: token")
-        if resp.status in (401, 403) or (resp.status == 400 and self.creds
-                                         and self.creds.identity_token):
-            if self.creds and self.creds.identity_token:
-                raise AuthFailed(f"{self.registry}: the token server refused the identity "
-                                 f"token from {self.creds.source} (HTTP {resp.status}; log "
-                                 "in again)", status=resp.status)
+        if self.creds and self.creds.identity_token and resp.status in (400, 401, 403):
+            raise AuthFailed(f"{self.registry}: the token server refused the identity "
+                             f"token from {self.creds.source} (HTTP {resp.status}; log "
+                             "in again)", status=resp.status)
+        if resp.status in (401, 403):
             if self.creds:
                 raise AuthFailed(f"{self.registry}: authentication failed for user "
                                  f"{self.creds.user} (invalid username or password; token "
